@@ -1,0 +1,97 @@
+"""Artifact files: all-or-nothing writes, content hashes, and human-readable sizes."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import OutputPathError
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and prove it is writable, or raise a one-line error."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".bbexport-probe-"):
+            pass
+    except OSError as e:
+        raise OutputPathError(f"cannot write to output folder {path}: {e.strerror or e}") from e
+    return path
+
+
+@contextlib.contextmanager
+def staging_dir(final_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside ``final_dir``; removed whatever happens.
+
+    Stages write their files here and :func:`publish` renames them into place only once every
+    check has passed, so a failed run leaves nothing behind.
+    """
+    ensure_writable_dir(final_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=final_dir))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(staged: Path, final: Path) -> Path:
+    """Atomically move a staged file (and its ONNX external-data sidecar, if any) into place."""
+    sidecar = staged.with_name(staged.name + ".data")
+    if sidecar.exists():
+        os.replace(sidecar, final.with_name(final.name + ".data"))
+    os.replace(staged, final)
+    return final
+
+
+def write_json(path: Path, data: dict) -> Path:
+    """Write JSON via a temporary file and a rename, so readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
+            f.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _json_default(obj):
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if isinstance(obj, tuple | set):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def artifact_bytes(path: Path) -> int:
+    """Size of an ONNX file together with its external-data sidecar."""
+    sidecar = path.with_name(path.name + ".data")
+    return path.stat().st_size + (sidecar.stat().st_size if sidecar.exists() else 0)
+
+
+def human_size(num_bytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1000 or unit == "GB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1000
+    raise AssertionError("unreachable")

@@ -1,0 +1,57 @@
+"""How far one set of logits drifts from a reference set: the numbers every stage reports."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Drift of ``candidate`` logits from ``reference`` logits over a batch of N samples."""
+
+    samples: int
+    max_abs: float
+    mean_abs: float
+    rel_max_abs: float  # max_abs / max |reference|: the error on the logit scale
+    rel_l2: float  # ||c - r|| / ||r|| over the whole batch
+    cosine: float  # mean per-sample cosine similarity
+    kl: float  # mean KL(softmax(r) || softmax(c)), in nats
+    top1_agreement: float
+    top5_agreement: float  # share of samples whose top-5 sets (as sets) are equal
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def drift(reference: np.ndarray, candidate: np.ndarray) -> Drift:
+    r = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    c = np.asarray(candidate, np.float64).reshape(len(candidate), -1)
+    if r.shape != c.shape:
+        raise ValueError(f"output shapes differ: reference {r.shape}, candidate {c.shape}")
+    diff = np.abs(r - c)
+    norms = np.linalg.norm(r, axis=1) * np.linalg.norm(c, axis=1)
+    cosine = np.where(norms > 0, (r * c).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
+    p, q = _softmax(r), _softmax(c)
+    kl = (p * (np.log(np.maximum(p, 1e-30)) - np.log(np.maximum(q, 1e-30)))).sum(axis=1)
+    k = min(5, r.shape[1])
+    top5_r = np.sort(np.argsort(-r, axis=1)[:, :k], axis=1)
+    top5_c = np.sort(np.argsort(-c, axis=1)[:, :k], axis=1)
+    return Drift(
+        samples=len(r),
+        max_abs=float(diff.max()),
+        mean_abs=float(diff.mean()),
+        rel_max_abs=float(diff.max() / max(np.abs(r).max(), 1e-12)),
+        rel_l2=float(np.linalg.norm(r - c) / max(np.linalg.norm(r), 1e-12)),
+        cosine=float(cosine.mean()),
+        kl=float(kl.mean()),
+        top1_agreement=float((r.argmax(1) == c.argmax(1)).mean()),
+        top5_agreement=float((top5_r == top5_c).all(axis=1).mean()),
+    )

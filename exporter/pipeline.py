@@ -1,0 +1,144 @@
+"""The ONNX pipeline: build -> export -> simplify -> validate -> publish, as one function.
+
+Stages write into a staging folder; only a fully validated result is renamed into
+``<out>/<model>/`` together with its manifest, so a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from model_defs import ModelSpec, get_spec, spec_with_size
+
+from .artifacts import artifact_bytes, ensure_writable_dir, publish, sha256_file, staging_dir, write_json
+from .errors import ExportError, ValidationFailed
+from .onnx_export import ExportResult, onnx_from_model
+from .runners import OrtRunner, TorchRunner
+from .simplify import SimplifyResult, simplified_from_onnx
+from .validate import ValidationReport, validate, validation_inputs
+from .weights import WeightsSource, build_model
+
+
+@dataclass(frozen=True)
+class StageLog:
+    stage: str
+    ok: bool
+    seconds: float
+    detail: str = ""
+    path: Path | None = None
+    bytes: int | None = None
+
+
+Logger = Callable[[StageLog], None]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    opset: int = 17
+    img_size: int | None = None
+    batch: int = 1
+    dynamic_batch: bool = False
+    weights: Path | None = None
+    out: Path = Path("artifacts")
+    simplify: bool = True
+    exporter: str = "torchscript"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExportOutcome:
+    onnx_path: Path
+    manifest_path: Path
+    manifest: dict
+    validation: ValidationReport
+    simplify: SimplifyResult | None
+    log: list[StageLog] = field(default_factory=list)
+
+
+def library_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import onnxsim
+
+    from . import __version__
+
+    return {"bbexport": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "onnxsim": onnxsim.__version__}
+
+
+def export_onnx(name: str, options: ExportOptions = ExportOptions(), log: Logger | None = None) -> ExportOutcome:
+    """Export, simplify and validate ``name``; publish ``<out>/<name>/<name>.onnx`` and ``.json``."""
+    spec = spec_with_size(get_spec(name), options.img_size)
+    name = spec.name
+    if options.dynamic_batch and not spec.dynamic_batch:
+        raise ExportError(f"{name} cannot take a dynamic batch: {spec.dynamic_batch_note}")
+    final_dir = ensure_writable_dir(Path(options.out) / name)
+    model, weights = build_model(name, options.weights, options.seed)
+    stages: list[StageLog] = []
+
+    def record(entry: StageLog) -> None:
+        stages.append(entry)
+        if log:
+            log(entry)
+
+    started = time.perf_counter()
+    with staging_dir(final_dir) as tmp:
+        t = time.perf_counter()
+        exported = onnx_from_model(model, tmp / f"{name}.raw.onnx", spec.input_size, opset=options.opset,
+                                   batch=options.batch, dynamic_batch=options.dynamic_batch,
+                                   exporter=options.exporter)
+        record(StageLog("export", True, time.perf_counter() - t, f"{options.exporter}, opset {options.opset}, "
+                                                                  f"{exported.nodes} nodes"))
+        inputs = validation_inputs(spec, seed=options.seed)
+        staged = tmp / f"{name}.onnx"
+        simplify = None
+        if options.simplify:
+            t = time.perf_counter()
+            simplify = simplified_from_onnx(exported.path, staged, inputs["random"][: options.batch])
+            detail = (f"{simplify.nodes_before} → {simplify.nodes_after} nodes" if simplify.simplified
+                      else f"kept the unsimplified graph: {simplify.reason}")
+            record(StageLog("simplify", simplify.simplified, time.perf_counter() - t, detail))
+        else:
+            publish(exported.path, staged)
+        t = time.perf_counter()
+        report = validate(TorchRunner(model), OrtRunner(staged), inputs)
+        photos = report.drift["photos"]
+        record(StageLog("validate", report.passed, time.perf_counter() - t,
+                        f"photos: max abs {photos.max_abs:.2e}, cosine {photos.cosine:.6f}, "
+                        f"top-1 {photos.top1_agreement:.0%}"))
+        if not report.passed:
+            raise ValidationFailed(f"{name} ONNX does not match PyTorch: " + "; ".join(report.failures))
+        manifest = _manifest(spec, options, weights, exported, simplify, report, staged)
+        onnx_path = publish(staged, final_dir / f"{name}.onnx")
+        manifest_path = write_json(final_dir / f"{name}.json", manifest)
+    record(StageLog("onnx", True, time.perf_counter() - started, path=onnx_path, bytes=artifact_bytes(onnx_path)))
+    return ExportOutcome(onnx_path, manifest_path, manifest, report, simplify, stages)
+
+
+def _manifest(spec: ModelSpec, options: ExportOptions, weights: WeightsSource, exported: ExportResult,
+              simplify: SimplifyResult | None, report: ValidationReport, onnx_file: Path) -> dict:
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": spec.to_dict(),
+        "weights": asdict(weights),
+        "onnx": {
+            "file": f"{spec.name}.onnx",
+            "sha256": sha256_file(onnx_file),
+            "bytes": artifact_bytes(onnx_file),
+            "external_data": exported.external_data,
+            "opset": exported.opset,
+            "exporter": exported.exporter,
+            "batch": "dynamic" if options.dynamic_batch else options.batch,
+            "input": {"name": exported.input_name, "shape": exported.input_shape},
+            "output": {"name": exported.output_name, "shape": exported.output_shape},
+        },
+        "simplify": asdict(simplify) if simplify else {"simplified": False, "reason": "--no-simplify"},
+        "validation": report.to_dict(),
+        "versions": library_versions(),
+    }

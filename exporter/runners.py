@@ -1,0 +1,66 @@
+"""Runners: one small interface over PyTorch and ONNX Runtime (TensorRT lives in exporter.trt).
+
+Each runner takes a float32 NCHW batch and returns the logits as a NumPy array, so drift and
+throughput code never cares which backend it measures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Runner(Protocol):
+    name: str
+
+    def infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class TorchRunner:
+    name = "torch"
+
+    def __init__(self, model: nn.Module):
+        self.model = model.eval()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(np.ascontiguousarray(batch))).float().numpy()
+
+
+class OrtRunner:
+    name = "ort"
+
+    def __init__(self, onnx_path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",),
+                 threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=list(providers))
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_type = self.session.get_inputs()[0].type
+        static_batch = self.session.get_inputs()[0].shape[0]
+        self.static_batch = static_batch if isinstance(static_batch, int) else None
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run ``batch`` through the session, in chunks of the static batch where there is one."""
+        if self.static_batch is None or len(batch) == self.static_batch:
+            return self._run(batch)
+        outputs = []
+        for start in range(0, len(batch), self.static_batch):
+            chunk = batch[start:start + self.static_batch]
+            pad = self.static_batch - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+            outputs.append(self._run(chunk)[: self.static_batch - pad])
+        return np.concatenate(outputs)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        feed = batch.astype(np.float16 if "float16" in self.input_type else np.float32)
+        return self.session.run(None, {self.input_name: feed})[0].astype(np.float32)

@@ -1,0 +1,72 @@
+"""Stage 2: ONNX -> simplified ONNX, verified against the unsimplified graph on ONNX Runtime.
+
+Like onnx-simplifier itself, the stage returns the model *and* its verdict. When onnxsim fails or
+changes the numbers, the unsimplified graph is kept and the reason travels to the console and the
+manifest: never a silent downgrade.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .errors import first_line
+from .metrics import drift
+from .onnx_export import check_onnx
+from .runners import OrtRunner
+
+# Simplification only folds and fuses: anything above float32 round-off means a broken rewrite.
+SIMPLIFY_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class SimplifyResult:
+    path: Path
+    simplified: bool
+    reason: str  # why the unsimplified graph was kept; "" when simplified
+    nodes_before: int
+    nodes_after: int
+    max_abs_change: float | None
+
+
+def simplified_from_onnx(src: Path, dst: Path, check_input: np.ndarray) -> SimplifyResult:
+    """Simplify ``src`` into ``dst``; fall back to a copy of ``src`` when that is not safe."""
+    import onnxsim
+
+    external = src.with_name(src.name + ".data").exists()
+    nodes_before = _node_count(src)
+    try:
+        simplified, checked = onnxsim.simplify(str(src), check_n=0, output_path=str(dst) if external else None)
+        if not external:
+            onnx.save(simplified, str(dst))
+        check_onnx(dst)
+    except Exception as e:  # onnxsim raises bare RuntimeErrors from C++; any failure means "keep the original"
+        return _keep_original(src, dst, nodes_before, f"onnxsim failed: {first_line(e)}")
+    if checked is False:
+        return _keep_original(src, dst, nodes_before, "onnxsim's own check failed")
+    change = drift(OrtRunner(src).infer(check_input), OrtRunner(dst).infer(check_input))
+    if change.rel_max_abs > SIMPLIFY_TOLERANCE:
+        return _keep_original(src, dst, nodes_before,
+                              f"simplified graph changed the outputs (max abs {change.max_abs:.2e})")
+    return SimplifyResult(dst, True, "", nodes_before, _node_count(dst), change.max_abs)
+
+
+def _keep_original(src: Path, dst: Path, nodes: int, reason: str) -> SimplifyResult:
+    for path in (dst, dst.with_name(dst.name + ".data")):
+        path.unlink(missing_ok=True)
+    if src.with_name(src.name + ".data").exists():
+        # The sidecar's file name is written inside the graph: re-save under the new name.
+        onnx.save_model(onnx.load(str(src)), str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=dst.name + ".data", size_threshold=1024)
+    else:
+        shutil.copyfile(src, dst)
+    return SimplifyResult(dst, False, reason, nodes, nodes, None)
+
+
+def _node_count(path: Path) -> int:
+    return len(onnx.load(str(path), load_external_data=False).graph.node)
+

@@ -1,0 +1,99 @@
+"""Stage 3: an artifact's outputs against PyTorch's, on seeded random inputs and on real photos."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from calibration import EVALUATION_PHOTOS, preprocess_batch, sample_photos
+from model_defs import ModelSpec, get_spec, spec_with_size
+
+from .errors import BBExportError
+from .metrics import Drift, drift
+from .runners import OrtRunner, Runner, TorchRunner
+from .weights import build_model
+
+RANDOM_SAMPLES = 4
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The tolerances one precision must meet. ``None`` switches a check off."""
+
+    name: str
+    max_rel_abs: float | None = None  # max abs error / max |reference logit|
+    min_cosine: float | None = None
+    min_top1: float | None = None
+
+
+# FP32 must reproduce PyTorch up to float32 round-off: 1e-3 of the logit scale, every top-1 equal.
+FP32_BUDGET = Budget("fp32", max_rel_abs=1e-3, min_top1=1.0)
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    budget: Budget
+    drift: dict[str, Drift]  # input set name ("random", "photos") -> drift on it
+    photos: tuple[str, ...]
+    failures: tuple[str, ...] = field(default=())
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {"budget": asdict(self.budget), "passed": self.passed, "failures": list(self.failures),
+                "photos": list(self.photos), "drift": {k: v.to_dict() for k, v in self.drift.items()}}
+
+
+def validation_inputs(spec: ModelSpec, seed: int = 0, photos: tuple[str, ...] = EVALUATION_PHOTOS
+                      ) -> dict[str, np.ndarray]:
+    """Seeded standard-normal inputs and the held-out photos, preprocessed by the spec."""
+    rng = np.random.default_rng(seed)
+    return {
+        "random": rng.standard_normal((RANDOM_SAMPLES, *spec.input_size), dtype=np.float32),
+        "photos": preprocess_batch([image for _, image in sample_photos(photos)], spec),
+    }
+
+
+def check_budget(budget: Budget, results: dict[str, Drift]) -> tuple[str, ...]:
+    failures = []
+    for set_name, d in results.items():
+        if budget.max_rel_abs is not None and d.rel_max_abs > budget.max_rel_abs:
+            failures.append(f"{set_name}: max abs error {d.max_abs:.3g} is {d.rel_max_abs:.2e} of the logit "
+                            f"scale (budget {budget.max_rel_abs:g})")
+        if budget.min_cosine is not None and d.cosine < budget.min_cosine:
+            failures.append(f"{set_name}: cosine {d.cosine:.6f} < {budget.min_cosine}")
+        if budget.min_top1 is not None and d.top1_agreement < budget.min_top1:
+            failures.append(f"{set_name}: top-1 agreement {d.top1_agreement:.1%} < {budget.min_top1:.0%}")
+    return tuple(failures)
+
+
+def validate(reference: Runner, candidate: Runner, inputs: dict[str, np.ndarray], budget: Budget = FP32_BUDGET,
+             photos: tuple[str, ...] = EVALUATION_PHOTOS) -> ValidationReport:
+    """Run both runners on every input set and hold the drift to ``budget``."""
+    results = {name: drift(reference.infer(batch), candidate.infer(batch)) for name, batch in inputs.items()}
+    return ValidationReport(budget=budget, drift=results, photos=photos, failures=check_budget(budget, results))
+
+
+def validate_onnx_file(onnx_file: Path, model_name: str, weights: Path | None = None, seed: int = 0
+                       ) -> ValidationReport:
+    """Validate an existing FP32 ONNX file against the PyTorch variant it came from."""
+    import onnx
+
+    if not Path(onnx_file).is_file():
+        raise BBExportError(f"ONNX file not found: {onnx_file}")
+    try:
+        graph_input = onnx.load(str(onnx_file), load_external_data=False).graph.input[0]
+    except Exception as e:  # protobuf raises DecodeError and friends for non-ONNX files
+        raise BBExportError(f"{onnx_file} is not an ONNX model: {type(e).__name__}") from e
+    dims = [d.dim_value for d in graph_input.type.tensor_type.shape.dim]
+    spec = get_spec(model_name)
+    if len(dims) != 4 or dims[1] != spec.input_size[0]:
+        raise BBExportError(f"{onnx_file} takes input {dims}, not an image batch for {spec.name} "
+                            f"({spec.input_size[0]} channels)")
+    spec = spec_with_size(spec, (dims[2], dims[3]))
+    model, _ = build_model(spec.name, weights, seed)
+    return validate(TorchRunner(model), OrtRunner(Path(onnx_file)), validation_inputs(spec, seed))

@@ -1,0 +1,120 @@
+"""Checkpoint loading: .pth/.pt through ``torch.load(weights_only=True)``, or .safetensors.
+
+Never plain pickle: a checkpoint is data, not code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from model_defs import create_model, get_entry
+
+from .artifacts import sha256_file
+from .errors import WeightsError, first_line
+
+_WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module", "net")
+_PREFIXES = ("module.", "model.", "_orig_mod.")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a model's weights came from; every manifest and report row carries one."""
+
+    kind: str  # "random" or "checkpoint"
+    seed: int | None = None
+    path: str | None = None
+    sha256: str | None = None
+    bn_recalibrated: bool = False
+
+    def describe(self) -> str:
+        if self.kind == "checkpoint":
+            return f"checkpoint {Path(self.path).name} (sha256 {self.sha256[:12]})"
+        return f"random (seed {self.seed}{', BN-recalibrated' if self.bn_recalibrated else ''})"
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, unwrapped from common training wrappers."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            raw = load_file(str(path), device="cpu")
+        elif path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise WeightsError(f"unsupported weights format {path.suffix!r} for {path} (expected .pth, .pt or .safetensors)")
+    except WeightsError:
+        raise
+    except Exception as e:  # corrupt files raise many types (pickle, zip, safetensors header)
+        raise WeightsError(f"cannot read weights {path}: {first_line(e)}") from e
+    return _unwrap(raw, path)
+
+
+def _unwrap(raw, path: Path) -> dict[str, torch.Tensor]:
+    while isinstance(raw, Mapping) and not _is_state_dict(raw):
+        inner = next((raw[k] for k in _WRAPPER_KEYS if k in raw and isinstance(raw[k], Mapping)), None)
+        if inner is None:
+            raise WeightsError(f"{path} holds no state_dict (top-level keys: {', '.join(list(raw)[:6])})")
+        raw = inner
+    if not isinstance(raw, Mapping):
+        raise WeightsError(f"{path} holds a {type(raw).__name__}, not a state_dict")
+    state = dict(raw)
+    for prefix in _PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _is_state_dict(d: Mapping) -> bool:
+    return bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
+
+
+def load_weights(model: nn.Module, model_name: str, path: Path) -> WeightsSource:
+    """Load a checkpoint strictly into ``model``, through the family's remap if its keys are foreign."""
+    state = read_state_dict(path)
+    remap = get_entry(model_name).remap
+    own_keys = set(model.state_dict())
+    if remap is not None and set(state) != own_keys:
+        try:
+            state = remap(state)
+        except KeyError as e:
+            raise WeightsError(f"{Path(path).name} does not fit {model_name}: no key {e} in its layout") from e
+    check_state_dict(model, state, model_name, Path(path).name)
+    model.load_state_dict(state, strict=True)
+    return WeightsSource(kind="checkpoint", path=str(Path(path).resolve()), sha256=sha256_file(Path(path)))
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], model_name: str, source: str) -> None:
+    """Raise a one-line error naming the first missing/unexpected keys and shape mismatches."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+              for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (first: {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:3])})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches (first: {'; '.join(shapes[:2])})")
+    if problems:
+        raise WeightsError(f"weights {source} do not fit {model_name}: " + "; ".join(problems))
+
+
+
+def build_model(name: str, weights: Path | None = None, seed: int = 0) -> tuple[nn.Module, WeightsSource]:
+    """The variant in eval mode: seeded random weights, or a checkpoint loaded strictly."""
+    torch.manual_seed(seed)
+    model = create_model(name)
+    if weights is None:
+        return model, WeightsSource(kind="random", seed=seed)
+    return model, load_weights(model, name, Path(weights))

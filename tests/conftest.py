@@ -1,0 +1,57 @@
+"""Shared fixtures and helpers: the reference libraries and per-variant test sizes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from model_defs import ModelSpec, model_stats
+
+# Both cores to the test process by default; xdist workers get one each.
+torch.set_num_threads(int(os.environ.get("BBEXPORT_TEST_THREADS", "2")))
+
+# Above these, a variant is exported and compared at a reduced resolution in the tests (the CLI
+# exports it at its default size): keeps `make test` within minutes on two cores.
+LARGE_PARAMS = 40_000_000
+LARGE_GMACS = 4.5
+
+
+def input_size_for_tests(spec: ModelSpec) -> tuple[int, int, int]:
+    """The variant's default input, or the smallest sensible one for large variants."""
+    if spec.fixed_input_size:
+        return spec.input_size
+    stats = model_stats(spec.name)
+    if stats.params <= LARGE_PARAMS and stats.gmacs <= LARGE_GMACS:
+        return spec.input_size
+    side = max(spec.min_size, 2 * spec.size_divisor, 64)
+    side = -(-side // spec.size_divisor) * spec.size_divisor
+    return (spec.input_size[0], side, side)
+
+
+def reference_model(reference: str, num_classes: int) -> torch.nn.Module:
+    """Instantiate ``timm:<name>`` or ``torchvision:<name>`` with random weights, in eval mode."""
+    library, _, name = reference.partition(":")
+    if library == "timm":
+        timm = pytest.importorskip("timm", reason="parity tests need timm (pip install -e '.[test]')")
+        return timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
+    if library == "torchvision":
+        models = pytest.importorskip("torchvision.models", reason="parity tests need torchvision")
+        return models.get_model(name, weights=None, num_classes=num_classes).eval()
+    raise ValueError(f"unknown reference library in {reference!r}")
+
+
+def randomize_norm_stats(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give every norm layer non-trivial affine parameters and running statistics, so a remap that
+    swaps or drops them cannot pass a parity test by accident."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._NormBase | torch.nn.LayerNorm | torch.nn.GroupNorm):
+                if getattr(m, "weight", None) is not None:
+                    m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=gen))
+                    m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
+                if getattr(m, "running_mean", None) is not None:
+                    m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=gen))
+                    m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))

@@ -1,0 +1,73 @@
+"""One suite over the whole registry: every variant is counted, checked against its reference
+library where one exists, and exported, simplified and validated on ONNX Runtime."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from exporter.pipeline import ExportOptions, export_onnx
+from model_defs import create_model, get_entry, get_spec, list_models, model_stats
+from model_defs._registry import spec_with_size
+
+from .conftest import input_size_for_tests, randomize_norm_stats, reference_model
+
+ALL = list_models()
+WITH_REFERENCE = [n for n in ALL if get_spec(n).reference]
+# Output agreement with the reference library: 1e-4 of the logit scale, in float32.
+PARITY_TOLERANCE = 1e-4
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_parameter_count(name: str) -> None:
+    spec = get_spec(name)
+    if spec.reference_params is None:
+        pytest.skip(f"{name}: no reference parameter count in ../shared/families.md")
+    params = model_stats(name).params
+    assert abs(params - spec.reference_params) <= spec.params_tolerance * spec.reference_params, (
+        f"{name}: {params:,} parameters, reference {spec.reference_params:,}")
+
+
+@pytest.mark.parametrize("name", WITH_REFERENCE)
+def test_reference_parity(name: str) -> None:
+    """The reference library's state_dict loads strictly (through the family remap) and the
+    outputs agree on the same input."""
+    spec = get_spec(name)
+    torch.manual_seed(0)
+    reference = reference_model(spec.reference, spec.num_classes)
+    randomize_norm_stats(reference)
+    ours = create_model(name)
+    state = reference.state_dict()
+    remap = get_entry(name).remap
+    if remap is not None and set(state) != set(ours.state_dict()):
+        state = remap(state)
+    ours.load_state_dict(state, strict=True)
+    x = torch.randn(2, *input_size_for_tests(spec), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = reference(x), ours(x)
+    scale = max(1.0, expected.abs().max().item())
+    assert (got - expected).abs().max().item() <= PARITY_TOLERANCE * scale
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_export_simplify_validate(name: str, tmp_path) -> None:
+    spec = get_spec(name)
+    size = input_size_for_tests(spec)
+    outcome = export_onnx(name, ExportOptions(out=tmp_path, img_size=(size[1], size[2])))
+    assert outcome.validation.passed
+    assert outcome.onnx_path.is_file() and outcome.manifest_path.is_file()
+    assert outcome.manifest["onnx"]["input"]["shape"] == [1, *size]
+    assert outcome.manifest["onnx"]["output"]["shape"] == [1, spec.num_classes]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_spec_is_consistent(name: str) -> None:
+    spec = get_spec(name)
+    assert spec.family and spec.paper, f"{name}: family and paper must be named"
+    assert len(spec.mean) == len(spec.std) == spec.input_size[0]
+    assert spec.input_size[1] % spec.size_divisor == 0 or spec.fixed_input_size
+    assert spec_with_size(spec, None) is spec
+    if spec.reference:
+        assert spec.reference.split(":")[0] in ("timm", "torchvision")
+    if not spec.dynamic_batch:
+        assert spec.dynamic_batch_note, f"{name}: say why the batch cannot be dynamic"
