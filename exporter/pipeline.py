@@ -79,7 +79,7 @@ def export_onnx(name: str, options: ExportOptions = ExportOptions(), log: Logger
     if options.dynamic_batch and not spec.dynamic_batch:
         raise ExportError(f"{name} cannot take a dynamic batch: {spec.dynamic_batch_note}")
     final_dir = ensure_writable_dir(Path(options.out) / name)
-    model, weights = build_model(name, options.weights, options.seed)
+    model, weights = build_model(name, options.weights, options.seed, spec=spec)
     stages: list[StageLog] = []
 
     def record(entry: StageLog) -> None:

@@ -95,5 +95,5 @@ def validate_onnx_file(onnx_file: Path, model_name: str, weights: Path | None = 
         raise BBExportError(f"{onnx_file} takes input {dims}, not an image batch for {spec.name} "
                             f"({spec.input_size[0]} channels)")
     spec = spec_with_size(spec, (dims[2], dims[3]))
-    model, _ = build_model(spec.name, weights, seed)
+    model, _ = build_model(spec.name, weights, seed, spec=spec)
     return validate(TorchRunner(model), OrtRunner(Path(onnx_file)), validation_inputs(spec, seed))

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model_defs import create_model, get_entry
+from calibration.batchnorm import recalibrate_batchnorm
+from model_defs import ModelSpec, create_model, get_entry, get_spec
 
 from .artifacts import sha256_file
 from .errors import WeightsError, first_line
@@ -111,10 +112,13 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], model_
 
 
 
-def build_model(name: str, weights: Path | None = None, seed: int = 0) -> tuple[nn.Module, WeightsSource]:
-    """The variant in eval mode: seeded random weights, or a checkpoint loaded strictly."""
+def build_model(name: str, weights: Path | None = None, seed: int = 0, spec: ModelSpec | None = None,
+                recalibrate_bn: bool = True) -> tuple[nn.Module, WeightsSource]:
+    """The variant in eval mode: a checkpoint loaded strictly, or seeded random weights whose
+    BatchNorm statistics are re-estimated on the calibration photos (at ``spec``'s size)."""
     torch.manual_seed(seed)
     model = create_model(name)
-    if weights is None:
-        return model, WeightsSource(kind="random", seed=seed)
-    return model, load_weights(model, name, Path(weights))
+    if weights is not None:
+        return model, load_weights(model, name, Path(weights))
+    recalibrated = recalibrate_bn and recalibrate_batchnorm(model, spec or get_spec(name))
+    return model.eval(), WeightsSource(kind="random", seed=seed, bn_recalibrated=recalibrated)

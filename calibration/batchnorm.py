@@ -1,0 +1,47 @@
+"""Re-estimate BatchNorm statistics of randomly initialised models on real photos.
+
+A random network keeps its BN running stats at mean 0 / var 1, so activations grow or vanish
+layer by layer and the logits say nothing about precision loss. Recomputing the statistics on real
+images (calibration photos only, never the held-out ones) gives activations of a realistic scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from model_defs import ModelSpec
+
+from .images import CALIBRATION_PHOTOS, preprocess_batch, sample_photos
+
+
+def calibration_views(spec: ModelSpec, photos: tuple[str, ...] = CALIBRATION_PHOTOS) -> np.ndarray:
+    """The calibration photos and their mirror images, preprocessed for ``spec``."""
+    images = [image for _, image in sample_photos(photos)]
+    images += [np.ascontiguousarray(image[:, ::-1]) for image in images]
+    return preprocess_batch(images, spec)
+
+
+def recalibrate_batchnorm(model: nn.Module, spec: ModelSpec, batch_size: int = 8) -> bool:
+    """Replace every BN layer's running stats by their exact average over the calibration views.
+
+    Returns False (and changes nothing) for models without BatchNorm.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return False
+    views = torch.from_numpy(calibration_views(spec))
+    saved = [(m.momentum, m.training) for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: exact mean over all batches
+        m.train()
+    with torch.no_grad():
+        for start in range(0, len(views), batch_size):
+            model(views[start:start + batch_size])
+    for m, (momentum, training) in zip(norms, saved, strict=True):
+        m.momentum = momentum
+        m.train(training)
+    return True
