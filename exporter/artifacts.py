@@ -26,14 +26,15 @@ def ensure_writable_dir(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def staging_dir(final_dir: Path) -> Iterator[Path]:
-    """A temporary folder beside ``final_dir``; removed whatever happens.
+def staging_dir(parent: Path) -> Iterator[Path]:
+    """A temporary folder inside ``parent`` (same file system, so renames are atomic); removed
+    whatever happens.
 
     Stages write their files here and :func:`publish` renames them into place only once every
     check has passed, so a failed run leaves nothing behind.
     """
-    ensure_writable_dir(final_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=final_dir))
+    ensure_writable_dir(parent)
+    tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
     try:
         yield tmp
     finally:
@@ -42,6 +43,7 @@ def staging_dir(final_dir: Path) -> Iterator[Path]:
 
 def publish(staged: Path, final: Path) -> Path:
     """Atomically move a staged file (and its ONNX external-data sidecar, if any) into place."""
+    final.parent.mkdir(parents=True, exist_ok=True)
     sidecar = staged.with_name(staged.name + ".data")
     if sidecar.exists():
         os.replace(sidecar, final.with_name(final.name + ".data"))

@@ -36,7 +36,8 @@ class ExportResult:
 
 
 def onnx_from_model(model: nn.Module, path: Path, input_size: tuple[int, int, int], *, opset: int = 17,
-                    batch: int = 1, dynamic_batch: bool = False, exporter: str = "torchscript") -> ExportResult:
+                    batch: int = 1, dynamic_batch: bool = False, exporter: str = "torchscript",
+                    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> ExportResult:
     """Export ``model`` (eval mode) to ``path`` and run the full ONNX checker on the result."""
     if exporter == "torchscript" and not MIN_OPSET <= opset <= TORCHSCRIPT_MAX_OPSET:
         raise OpsetError(f"the TorchScript exporter writes opsets {MIN_OPSET}-{TORCHSCRIPT_MAX_OPSET}; got {opset} "
@@ -44,7 +45,7 @@ def onnx_from_model(model: nn.Module, path: Path, input_size: tuple[int, int, in
     model = model.eval()
     sample = torch.randn(batch, *input_size)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    external = weight_bytes > EXTERNAL_DATA_THRESHOLD
+    external = weight_bytes > external_data_threshold
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # exporter chatter (deprecations, tracer notes) is not ours
@@ -82,7 +83,7 @@ def _export_dynamo(model: nn.Module, sample: torch.Tensor, path: Path, opset: in
         import onnxscript  # noqa: F401
     except ImportError as e:
         raise MissingDependencyError("--exporter dynamo needs the onnxscript package (pip install onnxscript)") from e
-    shapes = ({"x": {0: torch.export.Dim("batch", min=1, max=1024)}},) if dynamic_batch else None
+    shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
     program = torch.onnx.export(model, (sample,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
                                 output_names=[OUTPUT_NAME], dynamic_shapes=shapes, optimize=True)
     program.save(str(path), external_data=external)

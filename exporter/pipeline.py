@@ -41,7 +41,7 @@ Logger = Callable[[StageLog], None]
 @dataclass(frozen=True)
 class ExportOptions:
     opset: int = 17
-    img_size: int | None = None
+    img_size: int | tuple[int, int] | None = None
     batch: int = 1
     dynamic_batch: bool = False
     weights: Path | None = None
@@ -78,7 +78,8 @@ def export_onnx(name: str, options: ExportOptions = ExportOptions(), log: Logger
     name = spec.name
     if options.dynamic_batch and not spec.dynamic_batch:
         raise ExportError(f"{name} cannot take a dynamic batch: {spec.dynamic_batch_note}")
-    final_dir = ensure_writable_dir(Path(options.out) / name)
+    out = ensure_writable_dir(Path(options.out))
+    final_dir = out / name
     model, weights = build_model(name, options.weights, options.seed, spec=spec)
     stages: list[StageLog] = []
 
@@ -88,7 +89,7 @@ def export_onnx(name: str, options: ExportOptions = ExportOptions(), log: Logger
             log(entry)
 
     started = time.perf_counter()
-    with staging_dir(final_dir) as tmp:
+    with staging_dir(out) as tmp:
         t = time.perf_counter()
         exported = onnx_from_model(model, tmp / f"{name}.raw.onnx", spec.input_size, opset=options.opset,
                                    batch=options.batch, dynamic_batch=options.dynamic_batch,
@@ -115,7 +116,7 @@ def export_onnx(name: str, options: ExportOptions = ExportOptions(), log: Logger
         if not report.passed:
             raise ValidationFailed(f"{name} ONNX does not match PyTorch: " + "; ".join(report.failures))
         manifest = _manifest(spec, options, weights, exported, simplify, report, staged)
-        onnx_path = publish(staged, final_dir / f"{name}.onnx")
+        onnx_path = publish(staged, final_dir / f"{name}.onnx")  # creates final_dir
         manifest_path = write_json(final_dir / f"{name}.json", manifest)
     record(StageLog("onnx", True, time.perf_counter() - started, path=onnx_path, bytes=artifact_bytes(onnx_path)))
     return ExportOutcome(onnx_path, manifest_path, manifest, report, simplify, stages)

@@ -1,0 +1,84 @@
+"""Checkpoint formats and wrappers, loaded safely and strictly."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from exporter.errors import WeightsError
+from exporter.weights import build_model, read_state_dict
+
+
+@pytest.fixture(scope="module")
+def reference_state() -> dict[str, torch.Tensor]:
+    model, _ = build_model("resnet18", seed=3, recalibrate_bn=False)
+    return model.state_dict()
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda sd: sd,
+    lambda sd: {"state_dict": sd, "epoch": 3},
+    lambda sd: {"model": sd},
+    lambda sd: {"model_ema": sd, "optimizer": {}},
+    lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
+], ids=["plain", "state_dict", "model", "model_ema", "module-prefix"])
+@pytest.mark.parametrize("suffix", [".pth", ".pt"])
+def test_torch_checkpoints(tmp_path: Path, reference_state, wrap, suffix: str) -> None:
+    path = tmp_path / f"ckpt{suffix}"
+    torch.save(wrap(reference_state), path)
+    assert _same(read_state_dict(path), reference_state)
+    model, source = build_model("resnet18", weights=path)
+    assert _same(model.state_dict(), reference_state)
+    assert source.kind == "checkpoint" and len(source.sha256) == 64
+
+
+def test_safetensors(tmp_path: Path, reference_state) -> None:
+    path = tmp_path / "ckpt.safetensors"
+    save_file({k: v.contiguous() for k, v in reference_state.items()}, path)
+    model, source = build_model("resnet18", weights=path)
+    assert _same(model.state_dict(), reference_state)
+    assert "ckpt.safetensors" in source.describe()
+
+
+def test_pickled_objects_are_refused(tmp_path: Path) -> None:
+    """weights_only=True: a checkpoint that needs arbitrary unpickling is an error, not code run."""
+    path = tmp_path / "evil.pth"
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": Payload()}, f)
+    with pytest.raises(WeightsError, match="cannot read weights"):
+        read_state_dict(path)
+
+
+def test_shape_mismatch_is_named(tmp_path: Path, reference_state) -> None:
+    state = dict(reference_state)
+    state["fc.weight"] = torch.zeros(10, 512)
+    path = tmp_path / "ckpt.pth"
+    torch.save(state, path)
+    with pytest.raises(WeightsError, match=r"shape mismatches.*fc.weight \(10, 512\) vs \(1000, 512\)"):
+        build_model("resnet18", weights=path)
+
+
+def test_unknown_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "weights.h5"
+    path.write_bytes(b"")
+    with pytest.raises(WeightsError, match="unsupported weights format"):
+        read_state_dict(path)
+
+
+def test_random_weights_are_bn_recalibrated() -> None:
+    _, source = build_model("resnet18", seed=0)
+    assert source.kind == "random" and source.bn_recalibrated
+    assert "BN-recalibrated" in source.describe()
