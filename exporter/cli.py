@@ -102,6 +102,150 @@ def validate_command(onnx_file: Path, model_name: str, weights: Path | None, see
     click.echo(f"validate ✓ {onnx_file}")
 
 
+def _csv_list(kind: type = str):
+    """A click callback turning ``a,b,c`` into a tuple of ``kind``."""
+
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return tuple(kind(item.strip()) for item in value.split(",") if item.strip())
+        except ValueError as e:
+            raise click.BadParameter(f"expected a comma-separated list of {kind.__name__}: {value!r}") from e
+
+    return parse
+
+
+@cli.command("report")
+@click.option("--family", help="Every variant of this family.")
+@click.option("--models", callback=_csv_list(), help="Comma-separated variants, e.g. resnet18,ghostnet_100.")
+@click.option("--all", "all_models", is_flag=True, help="Every registered variant.")
+@click.option("--precisions", default="fp32,fp16,int8", show_default=True, callback=_csv_list())
+@click.option("--backends", default="torch,ort,trt", show_default=True, callback=_csv_list(),
+              help="Backends missing here (TensorRT without a GPU) are listed as not measured.")
+@click.option("--batch", "batches", default="1", show_default=True, callback=_csv_list(int),
+              help="Comma-separated batch sizes.")
+@click.option("--img-size", type=int, help="Square input size for every model (default: each variant's).")
+@click.option("--threads", type=click.IntRange(1), help="Intra-op threads of torch and ONNX Runtime.")
+@click.option("--min-time", type=click.FloatRange(0), default=3.0, show_default=True,
+              help="Seconds each row is measured for, at least.")
+@click.option("--min-iters", type=click.IntRange(1), default=10, show_default=True,
+              help="Iterations each row is measured for, at least.")
+@click.option("--weights", "weights", multiple=True, metavar="MODEL=PATH",
+              help="A checkpoint for one model (repeatable); other models get random weights.")
+@click.option("--budget", type=click.Path(path_type=Path, dir_okay=False), help="Drift budget CSV "
+              "(default: exporter/drift_budget.csv).")
+@click.option("--artifacts", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True,
+              help="Where ONNX files are made, and reused while their inputs are unchanged.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random weights.")
+@click.option("--int8-method", type=click.Choice(["entropy", "max", "percentile"]), default="entropy",
+              show_default=True, help="INT8 calibration method.")
+@click.option("--cuda-graph", is_flag=True, help="TensorRT rows replay a captured CUDA graph.")
+@click.option("--strict", is_flag=True, help="Exit non-zero when any row misses its drift budget.")
+def report_command(family, models, all_models, precisions, backends, batches, img_size, threads, min_time,
+                   min_iters, weights, budget, artifacts, out, seed, int8_method, cuda_graph, strict) -> None:
+    """Drift and throughput per family, precision and backend: report.{md,json,csv,html} in OUT."""
+    from model_defs import list_families, list_models, resolve_name
+
+    from . import report as runner
+    from .timing import TimingOptions
+
+    if sum((family is not None, models is not None, all_models)) != 1:
+        raise BBExportError("choose exactly one of --family F, --models a,b,c or --all")
+    if family is not None and family.lower() not in list_families():
+        raise BBExportError(f"unknown family {family!r}; families: {', '.join(list_families())}")
+    names = (list_models() if all_models else list_models(family=family) if family
+             else [resolve_name(m) for m in models])
+    checkpoints = {}
+    for item in weights:
+        model, sep, path = item.partition("=")
+        if not sep or not path:
+            raise BBExportError(f"--weights takes MODEL=PATH; got {item!r}")
+        checkpoints[resolve_name(model)] = Path(path)
+    timing = TimingOptions(min_iters=min_iters, min_seconds=min_time, threads=threads)
+    options = runner.ReportOptions(precisions=precisions, backends=backends, batches=batches, img_size=img_size,
+                                   timing=timing, artifacts=artifacts, weights=checkpoints, seed=seed,
+                                   budget_file=budget or runner.DRIFT_BUDGET_FILE, cuda_graph=cuda_graph,
+                                   int8_method=int8_method)
+    with runner.live_progress(names) as progress:
+        report = runner.run_report(names, options, progress=progress)
+    paths = runner.write_report(report, out)
+    for line in runner.console_summary(report):
+        click.echo(line)
+    click.echo(f"report: {paths['html'].resolve()}")
+    if report.failures:
+        raise click.exceptions.Exit(1)
+    if strict and report.budget_misses:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command("trt")
+@click.argument("model")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--calib", type=click.Path(path_type=Path), help="Calibration images (folder) or tensors (.npy/.npz).")
+@click.option("--workspace", "workspace_gb", type=click.FloatRange(0, min_open=True), default=4.0,
+              show_default=True, help="Builder workspace memory pool, GB.")
+@click.option("--min-batch", type=int, help="Smallest batch of the engine's profile (needs --dynamic-batch).")
+@click.option("--opt-batch", type=int, help="Batch TensorRT tunes for (needs --dynamic-batch).")
+@click.option("--max-batch", type=int, help="Largest batch of the engine's profile (needs --dynamic-batch).")
+@click.option("--timing-cache", type=click.Path(path_type=Path), help="Timing cache to reuse and update.")
+@click.option("--int8-mode", type=click.Choice(["explicit", "implicit"]), default="explicit", show_default=True,
+              help="explicit: build the Q/DQ ONNX; implicit (TensorRT 10.x only): calibrate in the builder.")
+@_export_options
+def trt_command(model: str, precision: str, calib: Path | None, workspace_gb: float, min_batch: int | None,
+                opt_batch: int | None, max_batch: int | None, timing_cache: Path | None, int8_mode: str,
+                opset: int, img_size: int | None, batch: int, dynamic_batch: bool, weights: Path | None,
+                out: Path, no_simplify: bool, exporter: str, seed: int) -> None:
+    """Make MODEL's ONNX-side products for PRECISION, then build and validate a TensorRT engine.
+
+    Exits 3 with one line naming what is missing where TensorRT or a CUDA device is not available.
+    """
+    from .console import print_stage, validation_table
+    from .pipeline import ExportOptions
+    from .trt import TrtOptions, trt_from_model
+
+    export = ExportOptions(opset=opset, img_size=img_size, batch=batch, dynamic_batch=dynamic_batch,
+                           weights=weights, out=out, simplify=not no_simplify, exporter=exporter, seed=seed)
+    options = TrtOptions(precision=precision, calib=calib, workspace_gb=workspace_gb, min_batch=min_batch,
+                         opt_batch=opt_batch, max_batch=max_batch, timing_cache=timing_cache, int8_mode=int8_mode)
+    outcome = trt_from_model(model, options, export, log=print_stage)
+    click.echo(f"weights: {_weights_line(outcome.sidecar['weights'])}")
+    click.echo(validation_table(outcome.validation))
+
+
+@cli.command("quantize")
+@click.argument("model")
+@click.option("--precision", type=click.Choice(["fp16", "int8"]), required=True)
+@click.option("--flavour", type=click.Choice(["trt", "cpu"]), default="trt", show_default=True,
+              help="INT8: trt = symmetric Q/DQ for TensorRT; cpu = uint8/int8 Q/DQ for ONNX Runtime's CPU kernels.")
+@click.option("--calib", type=click.Path(path_type=Path),
+              help="Calibration images (folder, recursive) or tensors (.npy/.npz); default: built-in photos.")
+@click.option("--calib-limit", type=click.IntRange(1), help="Calibrate on a seeded subset of N samples.")
+@click.option("--method", type=click.Choice(["entropy", "max", "percentile"]), default="entropy", show_default=True)
+@click.option("--exclude", multiple=True, metavar="PAT",
+              help="Keep nodes in float: a node name, a glob over names or an op type (repeatable).")
+@click.option("--auto-exclude", type=click.FloatRange(0, 1, min_open=True), metavar="COS",
+              help="Keep the most sensitive layers in float until the cosine to FP32 reaches COS.")
+@_export_options
+def quantize_command(model: str, precision: str, flavour: str, calib: Path | None, calib_limit: int | None,
+                     method: str, exclude: tuple[str, ...], auto_exclude: float | None, opset: int,
+                     img_size: int | None, batch: int, dynamic_batch: bool, weights: Path | None, out: Path,
+                     no_simplify: bool, exporter: str, seed: int) -> None:
+    """Make MODEL's FP16 or INT8 ONNX and hold its drift from FP32 PyTorch to the budget."""
+    from .console import print_stage, table
+    from .pipeline import ExportOptions
+    from .quantize import DRIFT_HEADERS, QuantizeOptions, drift_rows, quantize_model
+
+    export = ExportOptions(opset=opset, img_size=img_size, batch=batch, dynamic_batch=dynamic_batch,
+                           weights=weights, out=out, simplify=not no_simplify, exporter=exporter, seed=seed)
+    options = QuantizeOptions(precision=precision, flavour=flavour, method=method, calib=calib,
+                              calib_limit=calib_limit, exclude=exclude, auto_exclude=auto_exclude)
+    outcome = quantize_model(model, options, export, log=print_stage)
+    click.echo(f"weights: {_weights_line(outcome.manifest['weights'])}")
+    click.echo(table(DRIFT_HEADERS, drift_rows(outcome.validation)))
+
+
 def _weights_line(weights: dict) -> str:
     from .weights import WeightsSource
 

@@ -20,6 +20,10 @@ class Drift:
     kl: float  # mean KL(softmax(r) || softmax(c)), in nats
     top1_agreement: float
     top5_agreement: float  # share of samples whose top-5 sets (as sets) are equal
+    # How much the reference's own top-1s say (see validate.top1_meaningful): distinct top-1
+    # classes over the samples, and the median softmax gap between its first and second class.
+    reference_classes: int = 0
+    reference_margin: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,4 +58,13 @@ def drift(reference: np.ndarray, candidate: np.ndarray) -> Drift:
         kl=float(kl.mean()),
         top1_agreement=float((r.argmax(1) == c.argmax(1)).mean()),
         top5_agreement=float((top5_r == top5_c).all(axis=1).mean()),
+        reference_classes=int(len(np.unique(r.argmax(1)))),
+        reference_margin=_median_margin(p),
     )
+
+
+def _median_margin(probabilities: np.ndarray) -> float:
+    if probabilities.shape[1] < 2:
+        return 1.0
+    top2 = np.sort(probabilities, axis=1)[:, -2:]
+    return float(np.median(top2[:, 1] - top2[:, 0]))

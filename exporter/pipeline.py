@@ -6,6 +6,7 @@ Stages write into a staging folder; only a fully validated result is renamed int
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,10 +19,11 @@ from model_defs import ModelSpec, get_spec, spec_with_size
 
 from .artifacts import artifact_bytes, ensure_writable_dir, publish, sha256_file, staging_dir, write_json
 from .errors import ExportError, ValidationFailed
+from .metrics import Drift
 from .onnx_export import ExportResult, onnx_from_model
 from .runners import OrtRunner, TorchRunner
 from .simplify import SimplifyResult, simplified_from_onnx
-from .validate import ValidationReport, validate, validation_inputs
+from .validate import Budget, ValidationReport, validate, validation_inputs
 from .weights import WeightsSource, build_model
 
 
@@ -120,6 +122,42 @@ def export_onnx(name: str, options: ExportOptions = ExportOptions(), log: Logger
         manifest_path = write_json(final_dir / f"{name}.json", manifest)
     record(StageLog("onnx", True, time.perf_counter() - started, path=onnx_path, bytes=artifact_bytes(onnx_path)))
     return ExportOutcome(onnx_path, manifest_path, manifest, report, simplify, stages)
+
+
+def reusable_export(name: str, options: ExportOptions = ExportOptions(), log: Logger | None = None
+                    ) -> ExportOutcome | None:
+    """The published FP32 export of ``name`` if its manifest records exactly these options (model
+    spec and size, weights, opset, exporter, batch, simplify, library versions), it passed validation
+    and the file still has its recorded sha256; else None: call :func:`export_onnx`."""
+    spec = spec_with_size(get_spec(name), options.img_size)
+    onnx_path = Path(options.out) / spec.name / f"{spec.name}.onnx"
+    manifest_path = onnx_path.with_suffix(".json")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        recorded = (manifest["model"], manifest["weights"], manifest["onnx"]["opset"], manifest["onnx"]["exporter"],
+                    manifest["onnx"]["batch"], manifest["simplify"].get("reason") == "--no-simplify",
+                    manifest["versions"], manifest["validation"]["passed"])
+    except (OSError, ValueError, KeyError):
+        return None
+    if options.weights is not None:
+        weights_match = recorded[1].get("sha256") == sha256_file(Path(options.weights))
+    else:
+        weights_match = recorded[1].get("kind") == "random" and recorded[1].get("seed") == options.seed
+    wanted = (json.loads(json.dumps(spec.to_dict(), default=str)), options.opset, options.exporter,
+              "dynamic" if options.dynamic_batch else options.batch, not options.simplify, library_versions(), True)
+    if not weights_match or (recorded[0], *recorded[2:]) != wanted:
+        return None
+    if not onnx_path.is_file() or sha256_file(onnx_path) != manifest["onnx"]["sha256"]:
+        return None
+    validation = manifest["validation"]
+    report = ValidationReport(
+        budget=Budget(**{k: tuple(v) if isinstance(v, list) else v for k, v in validation["budget"].items()}),
+        drift={k: Drift(**v) for k, v in validation["drift"].items()}, photos=tuple(validation["photos"]))
+    entry = StageLog("onnx", True, 0.0, "re-used: its manifest records the same inputs", onnx_path,
+                     artifact_bytes(onnx_path))
+    if log:
+        log(entry)
+    return ExportOutcome(onnx_path, manifest_path, manifest, report, None, [entry])
 
 
 def _manifest(spec: ModelSpec, options: ExportOptions, weights: WeightsSource, exported: ExportResult,

@@ -41,7 +41,9 @@ def simplified_from_onnx(src: Path, dst: Path, check_input: np.ndarray) -> Simpl
     nodes_before = _node_count(src)
     try:
         simplified, checked = onnxsim.simplify(str(src), check_n=0, output_path=str(dst) if external else None)
-        if not external:
+        if external:
+            _rename_sidecar(dst)
+        else:
             onnx.save(simplified, str(dst))
         check_onnx(dst)
     except Exception as e:  # onnxsim raises bare RuntimeErrors from C++; any failure means "keep the original"
@@ -56,6 +58,25 @@ def simplified_from_onnx(src: Path, dst: Path, check_input: np.ndarray) -> Simpl
         return _keep_original(src, dst, nodes_before,
                               f"simplified graph changed the outputs (max abs {change.max_abs:.2e})")
     return SimplifyResult(dst, True, "", nodes_before, _node_count(dst), change.max_abs)
+
+
+def _rename_sidecar(path: Path) -> None:
+    """onnxsim names the external-data file it writes at random (a UUID); publishing and every reader
+    expect ``<file>.onnx.data``. Rename the file and point the graph at it, without loading weights."""
+    proto = onnx.load(str(path), load_external_data=False)
+    wanted = path.name + ".data"
+    locations = set()
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                locations.add(entry.value)
+                entry.value = wanted
+    if locations <= {wanted}:
+        return
+    if len(locations) > 1:
+        raise RuntimeError(f"onnxsim wrote {len(locations)} external-data files; expected one")
+    (path.parent / locations.pop()).replace(path.parent / wanted)
+    onnx.save(proto, str(path))
 
 
 def _keep_original(src: Path, dst: Path, nodes: int, reason: str) -> SimplifyResult:

@@ -114,11 +114,20 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], model_
 
 def build_model(name: str, weights: Path | None = None, seed: int = 0, spec: ModelSpec | None = None,
                 recalibrate_bn: bool = True) -> tuple[nn.Module, WeightsSource]:
-    """The variant in eval mode: a checkpoint loaded strictly, or seeded random weights whose
-    BatchNorm statistics are re-estimated on the calibration photos (at ``spec``'s size)."""
+    """The variant in eval mode, at ``spec``'s input size: a checkpoint loaded strictly, or seeded
+    random weights whose BatchNorm statistics are re-estimated on the calibration photos.
+
+    Models whose weights depend on the resolution (position embeddings, attention masks) define
+    ``set_input_size(hw)``; it runs after the weights are loaded, so a checkpoint trained at the
+    default size is resampled once, on the weights, rather than by a resize inside the graph.
+    """
+    spec = spec or get_spec(name)
     torch.manual_seed(seed)
     model = create_model(name)
-    if weights is not None:
-        return model, load_weights(model, name, Path(weights))
-    recalibrated = recalibrate_bn and recalibrate_batchnorm(model, spec or get_spec(name))
-    return model.eval(), WeightsSource(kind="random", seed=seed, bn_recalibrated=recalibrated)
+    source = load_weights(model, name, Path(weights)) if weights is not None else None
+    if spec.input_size[1:] != get_spec(name).input_size[1:] and hasattr(model, "set_input_size"):
+        model.set_input_size(spec.input_size[1:])
+    if source is None:
+        recalibrated = recalibrate_bn and recalibrate_batchnorm(model, spec)
+        source = WeightsSource(kind="random", seed=seed, bn_recalibrated=recalibrated)
+    return model.eval(), source

@@ -1,0 +1,125 @@
+"""Calibration data: an image folder, a tensor file, or the built-in calibration photos, as one
+preprocessed NCHW float32 batch with a content hash.
+
+Images go through :func:`calibration.images.preprocess`, the code the validator uses, so an INT8
+model is calibrated on exactly the tensors it will see. The built-in set is
+``CALIBRATION_PHOTOS`` and their mirror images, never the held-out ``EVALUATION_PHOTOS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from exporter.errors import CalibrationDataError
+from model_defs import ModelSpec
+
+from .batchnorm import calibration_views
+from .images import CALIBRATION_PHOTOS, preprocess
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+TENSOR_SUFFIXES = (".npy", ".npz")
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """The tensors a model is calibrated on, and where they came from (for manifests)."""
+
+    batch: np.ndarray  # N x C x H x W float32, preprocessed for the spec
+    source: str  # "built-in photos (...)", a folder or a file path
+    sha256: str  # hash of the preprocessed tensors: any change to images or preprocessing shows
+    skipped: tuple[str, ...] = ()  # unreadable images, relative paths
+
+    def describe(self) -> dict:
+        return {"source": self.source, "samples": len(self.batch), "sha256": self.sha256,
+                "skipped": len(self.skipped), "skipped_files": list(self.skipped[:20])}
+
+
+def load_calibration(source: Path | None, spec: ModelSpec, limit: int | None = None, seed: int = 0
+                     ) -> CalibrationSet:
+    """Calibration tensors for ``spec`` from ``source`` (folder, .npy/.npz, or None = built-in photos).
+
+    ``limit`` keeps a seeded random subset of that many samples, in their original order.
+    """
+    if limit is not None and limit < 1:
+        raise CalibrationDataError(f"--calib-limit must be at least 1, got {limit}")
+    if source is None:
+        batch = calibration_views(spec, CALIBRATION_PHOTOS)
+        return _finish(_subset(batch, limit, seed), f"built-in photos ({', '.join(CALIBRATION_PHOTOS)}, "
+                                                    "and their mirror images)", ())
+    source = Path(source)
+    if source.is_dir():
+        return _from_folder(source, spec, limit, seed)
+    if source.is_file() and source.suffix.lower() in TENSOR_SUFFIXES:
+        return _finish(_subset(_read_tensor_file(source, spec), limit, seed), str(source), ())
+    if source.is_file():
+        raise CalibrationDataError(f"calibration data {source} is neither an image folder nor a "
+                                   f"{'/'.join(TENSOR_SUFFIXES)} tensor file")
+    raise CalibrationDataError(f"calibration data not found: {source}")
+
+
+def _from_folder(folder: Path, spec: ModelSpec, limit: int | None, seed: int) -> CalibrationSet:
+    files = sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                   key=lambda p: p.relative_to(folder).as_posix())
+    if not files:
+        raise CalibrationDataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    if limit is not None and limit < len(files):
+        keep = np.sort(np.random.default_rng(seed).choice(len(files), size=limit, replace=False))
+        files = [files[i] for i in keep]
+    tensors, skipped = [], []
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                rgb = np.asarray(image.convert("RGB"))
+        except (UnidentifiedImageError, OSError, ValueError):  # truncated, corrupt or not really an image
+            skipped.append(path.relative_to(folder).as_posix())
+            continue
+        tensors.append(preprocess(rgb, spec))
+    if not tensors:
+        raise CalibrationDataError(f"none of the {len(files)} images under {folder} could be read "
+                                   f"(first: {skipped[0]})")
+    return _finish(np.stack(tensors), str(folder), tuple(skipped))
+
+
+def _read_tensor_file(path: Path, spec: ModelSpec) -> np.ndarray:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise CalibrationDataError(f"cannot read calibration tensors {path}: {e}") from e
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            if not loaded.files:
+                raise CalibrationDataError(f"{path} holds no arrays")
+            array = loaded[loaded.files[0]]
+    else:
+        array = loaded
+    if array.ndim == 3:
+        array = array[None]
+    expected = tuple(spec.input_size)
+    if array.ndim != 4 or array.shape[1] != expected[0]:
+        raise CalibrationDataError(f"{path} holds an array of shape {array.shape}; expected N x {expected[0]} x "
+                                   f"{expected[1]} x {expected[2]} ({expected[0]} channels, preprocessed, NCHW)")
+    if tuple(array.shape[2:]) != expected[1:]:
+        raise CalibrationDataError(f"{path} holds {array.shape[2]}x{array.shape[3]} images; {spec.name} is "
+                                   f"exported at {expected[1]}x{expected[2]}")
+    if len(array) == 0:
+        raise CalibrationDataError(f"{path} holds no samples")
+    if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
+        raise CalibrationDataError(f"{path} must hold finite floating-point tensors (got {array.dtype})")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _subset(batch: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    if limit is None or limit >= len(batch):
+        return batch
+    return batch[np.sort(np.random.default_rng(seed).choice(len(batch), size=limit, replace=False))]
+
+
+def _finish(batch: np.ndarray, source: str, skipped: tuple[str, ...]) -> CalibrationSet:
+    digest = hashlib.sha256(str(batch.shape).encode())
+    digest.update(np.ascontiguousarray(batch, dtype=np.float32).tobytes())
+    return CalibrationSet(batch=batch, source=source, sha256=digest.hexdigest(), skipped=skipped)

@@ -1,0 +1,205 @@
+"""Activation ranges of an FP32 ONNX over calibration data, cached beside the artifacts.
+
+A cache file is named by a key over everything that decides its contents: the FP32 ONNX file's
+sha256, the calibration tensors' sha256, the method and the flavour (symmetric ranges for
+TensorRT, asymmetric for the CPU). A rerun with the same inputs reads the ranges back instead of
+calibrating; any change gives a new key and recalibrates. The ranges are stored in ONNX Runtime's
+own calibration-cache JSON, so ``quantize_static(calibration_cache_path=...)`` reads them as is.
+
+Ranges are collected for every float tensor of the graph, not only those the Q/DQ pass needs:
+TensorRT's implicit INT8 path wants a scale for each tensor of the network, written by
+:func:`write_trt_calibration_cache` in TensorRT's calibration-cache text format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calibration.data import CalibrationSet
+
+from .artifacts import sha256_file
+from .errors import CalibrationDataError, first_line
+
+METHODS = ("entropy", "max", "percentile")
+FLAVOURS = ("trt", "cpu")
+PERCENTILE = 99.999  # of |x| for "percentile": TensorRT's and ONNX Runtime's customary default
+RANGES_VERSION = 2  # bump when the range computation changes, so old caches are not read back
+ENTROPY_BINS = 4096  # signed bins: 2048 bins of |x|, as TensorRT
+CALIBRATION_BATCH = 8  # samples per ONNX Runtime calibration pass: bounds the memory of intermediate outputs
+INT8_MAX = 127.0
+# TensorRT's cache header: "TRT-<getInferLibVersion()>-<calibrator>"; 10.1.0 -> 100100.
+TRT_CACHE_VERSION = 100100
+TRT_CACHE_ALGORITHM = "EntropyCalibration2"
+
+
+@dataclass(frozen=True)
+class CalibrationCache:
+    path: Path  # ONNX Runtime JSON ranges
+    key: str
+    hit: bool  # True when the ranges were read back rather than calibrated now
+
+
+def calibration_key(onnx_sha256: str, data_sha256: str, method: str, flavour: str) -> str:
+    # How the methods run: a change to any of these, or to the range code itself, recalibrates.
+    settings = f"v{RANGES_VERSION},bins={ENTROPY_BINS},percentile={PERCENTILE}"
+    return hashlib.sha256(f"{onnx_sha256}|{data_sha256}|{method}|{flavour}|{settings}".encode()).hexdigest()
+
+
+def ort_calibration_method(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    if method not in METHODS:
+        raise CalibrationDataError(f"unknown calibration method {method!r} (expected {', '.join(METHODS)})")
+    return {"entropy": CalibrationMethod.Entropy, "max": CalibrationMethod.MinMax,
+            "percentile": CalibrationMethod.Percentile}[method]
+
+
+def calibrated_ranges(onnx_path: Path, data: CalibrationSet, method: str, flavour: str, cache_dir: Path
+                      ) -> CalibrationCache:
+    """The cached ranges for (ONNX, data, method, flavour), calibrating only when none are cached."""
+    if flavour not in FLAVOURS:
+        raise CalibrationDataError(f"unknown INT8 flavour {flavour!r} (expected {', '.join(FLAVOURS)})")
+    key = calibration_key(sha256_file(onnx_path), data.sha256, method, flavour)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"{flavour}-{method}-{key[:16]}.json"
+    if path.is_file():
+        return CalibrationCache(path, key, hit=True)
+    _calibrate(onnx_path, data.batch, method, symmetric=flavour == "trt", path=path)
+    for stale in cache_dir.glob(f"{flavour}-{method}-*.json"):  # one cache per flavour and method
+        if stale != path:
+            stale.unlink(missing_ok=True)
+    return CalibrationCache(path, key, hit=False)
+
+
+def _calibrate(onnx_path: Path, batch: np.ndarray, method: str, symmetric: bool, path: Path) -> None:
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    options = {"symmetric": symmetric}
+    if method == "percentile":
+        options["percentile"] = PERCENTILE
+    if method == "entropy":  # ORT's default of 128 bins leaves no room to clip: TensorRT's 2048
+        options["num_bins"] = ENTROPY_BINS
+    with tempfile.TemporaryDirectory(prefix="bbexport-calib-") as tmp:
+        try:
+            calibrator = create_calibrator(onnx_path, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                           calibrate_method=ort_calibration_method(method), extra_options=options)
+            input_name = calibrator.infer_session.get_inputs()[0].name
+            static_batch = calibrator.infer_session.get_inputs()[0].shape[0]
+            with contextlib.redirect_stdout(io.StringIO()):  # ORT prints a line per pass
+                for chunk in _chunks(batch, static_batch if isinstance(static_batch, int) else 1):
+                    calibrator.collect_data(_Feed(input_name, chunk))
+                ranges = (_entropy_ranges(calibrator.collector.histogram_dict, symmetric) if method == "entropy"
+                          else calibrator.compute_data())
+        except (RuntimeError, ValueError) as e:  # ORT rejects inputs of the wrong shape or dtype
+            raise CalibrationDataError(f"calibrating {onnx_path.name} failed: {first_line(e)}") from e
+    save_tensors_data(ranges, path)
+    path.chmod(0o644)
+
+
+def _entropy_ranges(histograms: dict, symmetric: bool):
+    """Per-tensor KL-optimal ranges from ORT's collected histograms. ORT's own search costs seconds
+    per tensor at TensorRT's 2048 bins (minutes for a whole network); this one is vectorised."""
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import TensorsData
+
+    data = {}
+    for name, (hist, edges, lowest, highest, _) in histograms.items():
+        threshold = entropy_threshold(np.asarray(hist, np.float64), np.asarray(edges, np.float64))
+        low = -threshold if symmetric else max(float(lowest), -threshold)
+        high = threshold if symmetric else min(float(highest), threshold)
+        data[name] = (np.float32(low), np.float32(high), hist, edges)
+    return TensorsData(CalibrationMethod.Entropy, data)
+
+
+def entropy_threshold(hist: np.ndarray, edges: np.ndarray, quantized_bins: int = 128, candidates: int = 128
+                      ) -> float:
+    """TensorRT's entropy calibration on a histogram symmetric about 0: the |x| threshold whose
+    128-level quantization loses the least information, KL(clipped reference || quantized)."""
+    half = len(hist) // 2
+    magnitude = hist[half:].copy()  # fold the histogram onto |x|
+    magnitude[len(hist) % 2:] += hist[:half][::-1]
+    magnitude[0] = magnitude[1]  # the exact zeros after a ReLU are not information to keep: without this
+    # spike levelled (as NVIDIA's pytorch-quantization does) every post-ReLU range would be clipped hard
+    width = (edges[-1] - edges[0]) / len(hist)
+    if magnitude.sum() == 0 or len(magnitude) <= quantized_bins:
+        return float(edges[-1])
+    best, best_kl = len(magnitude), np.inf
+    step = max(1, (len(magnitude) - quantized_bins) // candidates)
+    for i in range(quantized_bins, len(magnitude) + 1, step):
+        reference = magnitude[:i].copy()
+        reference[-1] += magnitude[i:].sum()  # outliers clip into the last bin
+        bounds = np.linspace(0, i, quantized_bins + 1).astype(int)
+        starts = bounds[:-1]
+        used = magnitude[:i] > 0
+        sums = np.add.reduceat(magnitude[:i], starts)
+        counts = np.add.reduceat(used.astype(np.float64), starts)
+        expanded = np.repeat(np.where(counts > 0, sums / np.maximum(counts, 1), 0.0), np.diff(bounds)) * used
+        p = reference / reference.sum()
+        q = np.where(p > 0, np.maximum(expanded, 1e-12), 0.0)
+        q /= q.sum()
+        mask = p > 0
+        kl = float((p[mask] * np.log(p[mask] / q[mask])).sum())
+        if kl < best_kl:
+            best, best_kl = i, kl
+    return float(best * width)
+
+
+def _chunks(batch: np.ndarray, model_batch: int) -> list[list[np.ndarray]]:
+    """Calibration passes of at most ``CALIBRATION_BATCH`` samples, fed ``model_batch`` at a time
+    (the last group of a static batch is topped up with the first samples)."""
+    groups = [batch[i:i + model_batch] for i in range(0, len(batch), model_batch)]
+    groups = [g if len(g) == model_batch else np.concatenate([g, batch[: model_batch - len(g)]]) for g in groups]
+    per_pass = max(1, CALIBRATION_BATCH // model_batch)
+    return [groups[i:i + per_pass] for i in range(0, len(groups), per_pass)]
+
+
+class _Feed:
+    """ONNX Runtime's CalibrationDataReader protocol over a list of batches."""
+
+    def __init__(self, input_name: str, batches: list[np.ndarray]):
+        self._items = iter([{input_name: np.ascontiguousarray(b, dtype=np.float32)} for b in batches])
+
+    def get_next(self):
+        return next(self._items, None)
+
+    def __len__(self):
+        return 0
+
+
+def amax_from_ranges(cache_file: Path) -> dict[str, float]:
+    """Tensor name -> largest absolute calibrated value, from an ONNX Runtime range cache."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    ranges = load_tensors_data(cache_file)
+    return {name: float(np.abs(np.asarray(t.range_value, dtype=np.float64)).max()) for name, t in ranges.data.items()}
+
+
+def write_trt_calibration_cache(amax: dict[str, float], path: Path, version: int = TRT_CACHE_VERSION,
+                                algorithm: str = TRT_CACHE_ALGORITHM) -> Path:
+    """TensorRT's calibration cache: a header line, then ``tensor: <float32 scale, big-endian hex>``
+    per tensor, with scale = amax / 127 (symmetric int8)."""
+    lines = [f"TRT-{version}-{algorithm}"]
+    for name, value in sorted(amax.items()):
+        scale = max(value, 1e-12) / INT8_MAX
+        lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def trt_calibration_scales(path: Path) -> dict[str, float]:
+    """Tensor name -> scale (amax / 127) from a TensorRT calibration cache file."""
+    scales = {}
+    for number, line in enumerate(Path(path).read_text().splitlines()[1:], start=2):
+        name, sep, hex_value = line.rpartition(": ")
+        if not sep:
+            raise CalibrationDataError(f"{path}:{number}: not a 'tensor: hex' line: {line!r}")
+        scales[name] = struct.unpack(">f", bytes.fromhex(hex_value))[0]
+    return scales

@@ -1,0 +1,172 @@
+"""FP32 ONNX + cached activation ranges -> explicitly quantized (Q/DQ) INT8 ONNX.
+
+Two flavours, both written by ONNX Runtime's ``quantize_static`` in ``QuantFormat.QDQ``:
+
+- ``trt``: what TensorRT's explicit-quantization builder fuses (the placement NVIDIA ModelOpt
+  uses, set through ORT's public options rather than by patching ORT's registries): symmetric int8
+  activations, per-channel symmetric int8 weights kept as float with a Q->DQ pair (TensorRT folds
+  them), Q/DQ on the *inputs* of Conv/ConvTranspose/Gemm/MatMul, residual Adds and pools only, no
+  output quantization, biases left in float. Slow on a CPU (ORT runs most of it as fake-quant).
+- ``cpu``: ONNX Runtime's fast path: uint8 asymmetric activations, per-channel int8 weights stored
+  as int8, every op ORT has a quantized kernel for.
+
+Why not ModelOpt itself: its ``[onnx]`` extra pins onnx 1.21 and onnxruntime-gpu 1.24 (clobbering
+onnxruntime 1.32 here) and always recalibrates, so cached ranges and per-layer sensitivity
+searches would each pay a full calibration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .calib_cache import ort_calibration_method
+from .errors import BBExportError
+
+# Ops whose inputs get Q/DQ in the TensorRT flavour (Add only where it joins two activations).
+TRT_QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "AveragePool", "GlobalAveragePool",
+                     "MaxPool")
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class QdqResult:
+    path: Path
+    quantized_nodes: tuple[str, ...]
+    excluded_nodes: tuple[str, ...]
+
+
+def qdq_from_onnx(src: Path, dst: Path, ranges_file: Path, flavour: str, method: str,
+                  exclude_nodes: tuple[str, ...] = ()) -> QdqResult:
+    """Quantize ``src`` into ``dst`` with the ranges in ``ranges_file`` (never recalibrates)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    model = onnx.load(str(src), load_external_data=False)
+    candidates = quantizable_nodes(model, flavour)
+    nodes = tuple(n for n in candidates if n not in set(exclude_nodes))
+    if flavour == "trt":
+        op_types = list(TRT_QUANTIZED_OPS)
+        options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                   "AddQDQPairToWeight": True, "DedicatedQDQPair": False, "ForceQuantizeNoInputCheck": True,
+                   "OpTypesToExcludeOutputQuantization": sorted({n.op_type for n in model.graph.node}),
+                   "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1, "MatMul": 1}}
+        activation = QuantType.QInt8
+    else:
+        op_types, options, activation = None, {"ActivationSymmetric": False, "WeightSymmetric": True}, QuantType.QUInt8
+    with _quiet_quantizer():
+        quantize_static(str(src), str(dst), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=op_types, per_channel=True, activation_type=activation,
+                        weight_type=QuantType.QInt8, nodes_to_quantize=list(nodes) if flavour == "trt" else None,
+                        nodes_to_exclude=list(exclude_nodes), calibrate_method=ort_calibration_method(method),
+                        extra_options=options, calibration_cache_path=ranges_file)
+    return QdqResult(dst, nodes, tuple(exclude_nodes))
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """Silence ORT's progress prints and its advice to pre-process (our graphs are already
+    simplified), for the duration of one call: other warnings still show."""
+    advice = _DropMessages("Please consider")
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.removeFilter(advice)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def quantizable_nodes(model: onnx.ModelProto, flavour: str) -> tuple[str, ...]:
+    """Names of the nodes the flavour puts Q/DQ on: the candidates for exclusion and sensitivity."""
+    constants = {init.name for init in model.graph.initializer}
+    constants |= {out for n in model.graph.node if n.op_type == "Constant" for out in n.output}
+    ops = TRT_QUANTIZED_OPS if flavour == "trt" else WEIGHTED_OPS + ("Add", "Mul")
+    names = []
+    for node in model.graph.node:
+        if node.op_type not in ops:
+            continue
+        if node.op_type in ("Add", "Mul") and any(i in constants for i in node.input):
+            continue  # a bias or scale, not a join of two activations: TensorRT fuses it into the producer
+        names.append(node.name)
+    return tuple(names)
+
+
+def resolve_exclusions(model: onnx.ModelProto, patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """Node names matched by each pattern: an exact node name, a glob over names (``*/fc/*``) or an
+    op type (``Gemm``). A pattern that matches nothing is an error: a typo must not pass silently."""
+    names = [n.name for n in model.graph.node]
+    matched: list[str] = []
+    for pattern in patterns:
+        hits = [n.name for n in model.graph.node
+                if n.name == pattern or n.op_type == pattern or fnmatch.fnmatchcase(n.name, pattern)]
+        if not hits:
+            close = [n for n in names if pattern.lower() in n.lower()][:3]
+            raise BBExportError(f"--exclude {pattern!r} matches no node name or op type"
+                                + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        matched += [h for h in hits if h not in matched]
+    return tuple(matched)
+
+
+@dataclass(frozen=True)
+class WeightQuantization:
+    node: str
+    op_type: str
+    per_channel: bool  # one scale per output channel
+    channels: int
+    scales: int
+
+
+def weight_quantization(model: onnx.ModelProto) -> list[WeightQuantization]:
+    """How the weight input of every Conv/Gemm/MatMul with a constant weight is quantized."""
+    producers = {out: n for n in model.graph.node for out in n.output}
+    initializers = {init.name: init for init in model.graph.initializer}
+    report = []
+    for node in model.graph.node:
+        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+            continue
+        dq = producers.get(node.input[1])
+        if node.input[1] in initializers:  # a float weight without Q/DQ: not quantized
+            weight = initializers[node.input[1]]
+            report.append(WeightQuantization(node.name, node.op_type, False, _out_channels(node, weight.dims), 0))
+            continue
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue  # an activation x activation MatMul: no weight
+        source = dq.input[0]
+        q = producers.get(source)
+        weight = initializers.get(q.input[0] if q is not None and q.op_type == "QuantizeLinear" else source)
+        scale = initializers.get(dq.input[1])
+        if weight is None or scale is None:
+            continue
+        scales = int(np.prod(numpy_helper.to_array(scale).shape)) if scale.dims else 1
+        channels = _out_channels(node, weight.dims)
+        report.append(WeightQuantization(node.name, node.op_type, scales == channels and channels > 1, channels,
+                                         scales))
+    return report
+
+
+def _out_channels(node: onnx.NodeProto, dims) -> int:
+    if node.op_type == "Conv":
+        return dims[0]
+    if node.op_type == "ConvTranspose":
+        return dims[1]
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return dims[0] if trans_b else dims[1]
+    return dims[-1]  # MatMul: [K, N]

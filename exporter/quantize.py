@@ -1,0 +1,246 @@
+"""The precision stage: validated FP32 ONNX -> FP16 or INT8 ONNX, validated against FP32 PyTorch.
+
+``quantize_model`` re-uses (or makes) the FP32 export, writes ``<model>.fp16.onnx``,
+``<model>.int8-trt.onnx`` or ``<model>.int8-cpu.onnx`` beside it with a ``.json`` manifest, and
+holds the drift on the held-out photos to the precision's budget. A miss raises
+:class:`ValidationFailed` with the numbers and publishes nothing: there is no fallback to
+another precision.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import onnx
+
+from calibration import CALIBRATION_PHOTOS, EVALUATION_PHOTOS
+from calibration.data import CalibrationSet, load_calibration
+from model_defs import get_spec, spec_with_size
+
+from .artifacts import artifact_bytes, publish, sha256_file, staging_dir, write_json
+from .calib_cache import FLAVOURS, METHODS, amax_from_ranges, calibrated_ranges, write_trt_calibration_cache
+from .errors import BBExportError, ValidationFailed
+from .fp16 import KEEP_FP32_OPS, fp16_from_onnx
+from .metrics import drift
+from .onnx_export import check_onnx
+from .pipeline import (
+    ExportOptions,
+    ExportOutcome,
+    Logger,
+    StageLog,
+    export_onnx,
+    library_versions,
+    reusable_export,
+)
+from .qdq import qdq_from_onnx, quantizable_nodes, resolve_exclusions, weight_quantization
+from .runners import OrtRunner, TorchRunner
+from .validate import FP16_BUDGET, INT8_BUDGET, Budget, ValidationReport, validate_against, validation_inputs
+from .weights import build_model
+
+PRECISIONS = ("fp16", "int8")
+DEFAULT_EXPORT = ExportOptions()
+SENSITIVITY_SAMPLES = 8  # calibration samples the --auto-exclude search measures on (never held-out photos)
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    precision: str  # "fp16" | "int8"
+    flavour: str = "trt"  # int8 only: "trt" (symmetric, for TensorRT) | "cpu" (ONNX Runtime's fast path)
+    method: str = "entropy"  # int8: "entropy" | "max" | "percentile"
+    calib: Path | None = None  # image folder, .npy/.npz, or None = the built-in calibration photos
+    calib_limit: int | None = None
+    exclude: tuple[str, ...] = ()  # node names, globs over names, or op types kept in float
+    auto_exclude: float | None = None  # target cosine for the per-layer sensitivity search
+    budget: Budget | None = None  # None = the precision's default budget
+
+    @property
+    def label(self) -> str:
+        return "fp16" if self.precision == "fp16" else f"int8-{self.flavour}"
+
+
+@dataclass(frozen=True)
+class QuantizeOutcome:
+    onnx_path: Path
+    manifest_path: Path
+    manifest: dict
+    validation: ValidationReport
+    fp32: ExportOutcome
+    excluded: tuple[str, ...]
+    calibration_cache_hit: bool
+    trt_calibration_cache: Path | None = None  # TensorRT's calibration cache (int8-trt only)
+    log: list[StageLog] = field(default_factory=list)
+
+
+def quantize_model(name: str, options: QuantizeOptions, export: ExportOptions = DEFAULT_EXPORT,
+                   log: Logger | None = None) -> QuantizeOutcome:
+    """Build, validate and publish the FP16 or INT8 ONNX of ``name`` from its FP32 export."""
+    _check_options(options)
+    stages: list[StageLog] = []
+
+    def record(entry: StageLog) -> None:
+        stages.append(entry)
+        if log:
+            log(entry)
+
+    fp32 = reusable_export(name, export, log=record) or export_onnx(name, export, log=record)
+    spec = spec_with_size(get_spec(name), export.img_size)
+    final_dir = fp32.onnx_path.parent
+    stem = f"{spec.name}.{options.label}"
+    budget = options.budget or (FP16_BUDGET if options.precision == "fp16" else INT8_BUDGET)
+    model, _ = build_model(spec.name, export.weights, export.seed, spec=spec)
+    inputs = validation_inputs(spec, seed=export.seed)
+    reference = {set_name: TorchRunner(model).infer(batch) for set_name, batch in inputs.items()}
+    fp32_graph = onnx.load(str(fp32.onnx_path), load_external_data=False)
+    excluded = resolve_exclusions(fp32_graph, options.exclude)
+    started = time.perf_counter()
+    with staging_dir(final_dir) as tmp:
+        staged = tmp / f"{stem}.onnx"
+        t = time.perf_counter()
+        if options.precision == "fp16":
+            converted = fp16_from_onnx(fp32.onnx_path, staged, keep_fp32_nodes=excluded)
+            details = {"fp32_ops": list(KEEP_FP32_OPS), "fp32_nodes": list(converted.fp32_nodes),
+                       "casts": converted.casts, "clamped_values": converted.clamped_values}
+            record(StageLog("convert", True, time.perf_counter() - t,
+                            f"{len(converted.fp32_nodes)} nodes kept in float32, {converted.casts} casts"))
+            calibration, cache_hit, trt_cache = None, False, None
+        else:
+            calib = load_calibration(options.calib, spec, options.calib_limit, export.seed)
+            cache = calibrated_ranges(fp32.onnx_path, calib, options.method, options.flavour, final_dir / "calibration")
+            skipped = f", {len(calib.skipped)} unreadable skipped" if calib.skipped else ""
+            record(StageLog("calibrate", True, time.perf_counter() - t,
+                            f"{options.method}, {len(calib.batch)} samples{skipped}, "
+                            + ("cache hit" if cache.hit else "ranges cached")))
+            auto = None
+            if options.auto_exclude is not None:
+                t = time.perf_counter()
+                auto = auto_exclusions(fp32.onnx_path, cache.path, options, excluded, calib, tmp)
+                excluded += tuple(auto["excluded"])
+                record(StageLog("auto-exclude", True, time.perf_counter() - t,
+                                f"{len(auto['excluded'])} layers kept in float for cosine ≥ {options.auto_exclude}"))
+            t = time.perf_counter()
+            qdq = qdq_from_onnx(fp32.onnx_path, staged, cache.path, options.flavour, options.method, excluded)
+            weights_q = weight_quantization(onnx.load(str(staged), load_external_data=False))
+            record(StageLog("qdq", True, time.perf_counter() - t,
+                            f"{options.flavour}: {len(qdq.quantized_nodes) if options.flavour == 'trt' else 'all'} "
+                            f"quantizable nodes, {len(excluded)} kept in float"))
+            trt_cache = None
+            if options.flavour == "trt":
+                trt_cache = write_trt_calibration_cache(amax_from_ranges(cache.path), tmp / f"{spec.name}.int8.calib")
+            calibration = _calibration_manifest(calib, cache, options, trt_cache)
+            details = {"weights_per_channel": sum(w.per_channel for w in weights_q), "weighted_nodes": len(weights_q),
+                       "auto_exclude": auto}
+            cache_hit = cache.hit
+        check_onnx(staged)
+        t = time.perf_counter()
+        report = validate_against(reference, OrtRunner(staged), inputs, budget)
+        photos = report.drift["photos"]
+        record(StageLog("validate", report.passed, time.perf_counter() - t,
+                        f"photos: cosine {photos.cosine:.6f}, top-1 {photos.top1_agreement:.0%}"))
+        if not report.passed:
+            raise ValidationFailed(f"{spec.name} {options.label} misses its budget: " + "; ".join(report.failures))
+        manifest = _manifest(spec, options, fp32, staged, calibration, excluded, details, report)
+        onnx_path = publish(staged, final_dir / f"{stem}.onnx")
+        if trt_cache is not None:
+            trt_cache = publish(trt_cache, final_dir / trt_cache.name)
+        manifest_path = write_json(final_dir / f"{stem}.json", manifest)
+    record(StageLog(options.label, True, time.perf_counter() - started, path=onnx_path,
+                    bytes=artifact_bytes(onnx_path)))
+    return QuantizeOutcome(onnx_path, manifest_path, manifest, report, fp32, excluded, cache_hit, trt_cache, stages)
+
+
+def _check_options(options: QuantizeOptions) -> None:
+    if options.precision not in PRECISIONS:
+        raise BBExportError(f"unknown precision {options.precision!r} (expected {', '.join(PRECISIONS)})")
+    if options.precision == "int8" and options.flavour not in FLAVOURS:
+        raise BBExportError(f"unknown INT8 flavour {options.flavour!r} (expected {', '.join(FLAVOURS)})")
+    if options.precision == "int8" and options.method not in METHODS:
+        raise BBExportError(f"unknown calibration method {options.method!r} (expected {', '.join(METHODS)})")
+    if options.precision == "fp16" and (options.auto_exclude is not None or options.calib is not None):
+        raise BBExportError("--auto-exclude and --calib apply to INT8 only (FP16 needs no calibration)")
+    if options.auto_exclude is not None and not 0 < options.auto_exclude <= 1:
+        raise BBExportError(f"--auto-exclude takes a target cosine in (0, 1], got {options.auto_exclude}")
+
+
+def auto_exclusions(fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fixed: tuple[str, ...],
+                    calib: CalibrationSet, tmp: Path) -> dict:
+    """Keep the most sensitive layers in float until the INT8 model's cosine to FP32 reaches the target.
+
+    A layer's sensitivity is the cosine lost when it alone is quantized. The search measures on
+    calibration samples against the FP32 ONNX, so the held-out photos stay unseen until validation.
+    """
+    samples = calib.batch[:SENSITIVITY_SAMPLES]
+    reference = OrtRunner(fp32_onnx).infer(samples)
+    candidates = [n for n in quantizable_nodes(onnx.load(str(fp32_onnx), load_external_data=False), options.flavour)
+                  if n not in fixed]
+
+    def cosine_without(excluded: tuple[str, ...]) -> float:
+        probe = qdq_from_onnx(fp32_onnx, tmp / "probe.onnx", ranges, options.flavour, options.method, excluded)
+        return drift(reference, OrtRunner(probe.path).infer(samples)).cosine
+
+    start = cosine_without(fixed)
+    if start >= options.auto_exclude:
+        return {"target": options.auto_exclude, "cosine_before": start, "cosine_after": start, "excluded": [],
+                "sensitivity": {}}
+    sensitivity = {n: 1.0 - cosine_without(fixed + tuple(c for c in candidates if c != n)) for n in candidates}
+    chosen: list[str] = []
+    cosine = start
+    for node in sorted(candidates, key=lambda n: -sensitivity[n]):
+        chosen.append(node)
+        cosine = cosine_without(fixed + tuple(chosen))
+        if cosine >= options.auto_exclude:
+            break
+    else:
+        raise ValidationFailed(f"--auto-exclude {options.auto_exclude}: cosine only {cosine:.6f} with every "
+                               f"quantizable layer kept in float")
+    return {"target": options.auto_exclude, "cosine_before": start, "cosine_after": cosine, "excluded": chosen,
+            "sensitivity": {n: round(v, 8) for n, v in sorted(sensitivity.items(), key=lambda kv: -kv[1])}}
+
+
+def _calibration_manifest(calib: CalibrationSet, cache, options: QuantizeOptions, trt_cache: Path | None) -> dict:
+    return {"method": options.method, "flavour": options.flavour, "data": calib.describe(),
+            "built_in_photos": list(CALIBRATION_PHOTOS) if options.calib is None else None,
+            "cache": {"file": str(cache.path.relative_to(cache.path.parent.parent)), "key": cache.key, "hit": cache.hit},
+            "trt_cache": trt_cache.name if trt_cache else None}
+
+
+def _manifest(spec, options: QuantizeOptions, fp32: ExportOutcome, staged: Path, calibration: dict | None,
+              excluded: tuple[str, ...], details: dict, report: ValidationReport) -> dict:
+    model = onnx.load(str(staged), load_external_data=False)
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": spec.to_dict(),
+        "weights": fp32.manifest["weights"],
+        "precision": options.precision,
+        "flavour": options.flavour if options.precision == "int8" else None,
+        "onnx": {"file": f"{spec.name}.{options.label}.onnx", "sha256": sha256_file(staged),
+                 "bytes": artifact_bytes(staged), "nodes": len(model.graph.node),
+                 "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                 "input": fp32.manifest["onnx"]["input"], "output": fp32.manifest["onnx"]["output"],
+                 "batch": fp32.manifest["onnx"]["batch"]},
+        "source": {"file": fp32.onnx_path.name, "sha256": fp32.manifest["onnx"]["sha256"]},
+        "calibration": calibration,
+        "excluded": {"patterns": list(options.exclude), "nodes": list(excluded)},
+        "details": details,
+        "evaluation_photos": list(EVALUATION_PHOTOS),
+        "validation": report.to_dict(),
+        "options": {k: v for k, v in asdict(replace(options, budget=None)).items() if k != "budget"},
+        "versions": library_versions(),
+    }
+
+
+def drift_rows(report: ValidationReport) -> list[tuple]:
+    """Rows for the console's drift table: top-1 marked where it is not meaningful."""
+    from .validate import top1_meaningful
+
+    rows = []
+    for set_name, d in report.drift.items():
+        top1 = f"{d.top1_agreement:.0%}" + ("" if top1_meaningful(d) else " (not meaningful)")
+        rows.append((set_name, d.samples, f"{d.max_abs:.2e}", f"{d.rel_l2:.2e}", f"{d.cosine:.6f}", f"{d.kl:.2e}",
+                     top1, f"{d.top5_agreement:.0%}"))
+    return rows
+
+
+DRIFT_HEADERS = ("inputs", "n", "max abs", "rel L2", "cosine", "KL", "top-1", "top-5")

@@ -1,0 +1,124 @@
+"""Small layers and helpers shared by several families (append-only: other families import these)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """The channel-rounding rule of MobileNet, EfficientNet and GhostNet width multipliers: the nearest
+    multiple of ``divisor``, at least ``min_value`` (default ``divisor``), and never more than
+    ``1 - round_limit`` below ``value``. Checkpoints depend on it bit for bit, so it must not change."""
+    min_value = min_value or divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < round_limit * value:
+        rounded += divisor
+    return rounded
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-Excitation (Hu et al., CVPR 2018) as the mobile families use it: a global mean, a 1x1
+    conv down to ``rd_channels``, an activation, a 1x1 conv back up and a gate that scales each channel.
+    The names are timm's (``conv_reduce``, ``conv_expand``) so its checkpoints load."""
+
+    def __init__(self, channels: int, rd_channels: int, act_layer: type[nn.Module] = nn.ReLU,
+                 gate_layer: type[nn.Module] = nn.Sigmoid):
+        super().__init__()
+        self.conv_reduce = nn.Conv2d(channels, rd_channels, 1)
+        self.act1 = act_layer(inplace=True)
+        self.conv_expand = nn.Conv2d(rd_channels, channels, 1)
+        self.gate = gate_layer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True))))
+        return x * self.gate(scale)
+
+
+class ConvBnAct(nn.Module):
+    """Conv (no bias, 'same' padding for odd kernels) -> BatchNorm -> activation, with timm's
+    ``conv``/``bn1`` names (timm folds the activation into ``bn1``; it has no parameters)."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
+                 act_layer: type[nn.Module] = nn.ReLU):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_chs)
+        self.act = act_layer(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn1(self.conv(x)))
+
+
+class Mlp(nn.Module):
+    """The transformer feed-forward block: Linear -> activation -> Linear, with timm's ``fc1``/``fc2``
+    names. The default GELU is the exact (erf) form the ViT and Swin checkpoints were trained with."""
+
+    def __init__(self, in_features: int, hidden_features: int, act_layer: type[nn.Module] = nn.GELU):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle: view the channels as (groups, C/groups), transpose, flatten.
+
+    Channel ``j * groups + i`` of the result is input channel ``i * (C/groups) + j``. The megvii
+    ShuffleNetV1 convention, a (C/g, g) view, is the inverse permutation: ``channel_shuffle(x, C // g)``.
+    Only the channel axis is named, so neither the batch nor the resolution is baked into an export.
+    """
+    return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """BatchNorm2d followed by an activation, with plain BatchNorm2d parameter names (timm's
+    ``BatchNormAct2d``: the activation has no parameters, so checkpoints see an ordinary BN)."""
+
+    def __init__(self, num_features: int, act_layer: type[nn.Module] | None = nn.ReLU, eps: float = 1e-5):
+        super().__init__(num_features, eps=eps)
+        self.act = act_layer() if act_layer is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(super().forward(x))
+
+
+class ConvNormAct(nn.Module):
+    """Conv (no bias, symmetric padding ``kernel_size // 2``) -> BatchNorm -> activation, with the
+    ``conv``/``bn`` names of timm's ``ConvNormAct`` (byobnet, maxxvit)."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
+                 act_layer: type[nn.Module] | None = nn.ReLU):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
+        self.bn = BatchNormAct2d(out_chs, act_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW map. Permuting to channels-last keeps it one ONNX
+    ``LayerNormalization`` at opset 17 (which TensorRT runs in FP32) instead of a hand-written mean/var."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ClassifierHead(nn.Module):
+    """Global average pool -> Linear, with the ``head.fc`` name of timm's ``ClassifierHead``."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        return self.fc(x.mean((2, 3)))
+
+
+def to_2tuple(size: int | tuple[int, int]) -> tuple[int, int]:
+    """An image size given as one side or as (height, width), as (height, width)."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))

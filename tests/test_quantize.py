@@ -1,0 +1,169 @@
+"""The precision stage: FP16 and INT8 ONNX files, their structure, drift budgets and caches."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+
+from exporter.errors import BBExportError, ValidationFailed
+from exporter.metrics import drift
+from exporter.pipeline import ExportOptions
+from exporter.qdq import weight_quantization
+from exporter.quantize import QuantizeOptions, quantize_model
+from exporter.runners import OrtRunner
+from exporter.validate import INT8_BUDGET, Budget, check_budget, top1_meaningful
+
+IMG_SIZE = 128  # a third of the work of 224 px; the budgets hold at both
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> ExportOptions:
+    return ExportOptions(img_size=IMG_SIZE, out=tmp_path_factory.mktemp("artifacts"))
+
+
+@pytest.fixture(scope="module")
+def int8_trt(export):
+    return quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt"), export)
+
+
+@pytest.fixture(scope="module")
+def int8_cpu(export):
+    return quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="cpu", method="max"), export)
+
+
+@pytest.fixture(scope="module")
+def fp16(export):
+    return quantize_model("resnet18", QuantizeOptions(precision="fp16"), export)
+
+
+def _graph(path):
+    return onnx.load(str(path), load_external_data=False).graph
+
+
+def test_trt_flavour_quantizes_every_weight_per_channel_and_symmetrically(int8_trt):
+    onnx.checker.check_model(str(int8_trt.onnx_path), full_check=True)
+    graph = _graph(int8_trt.onnx_path)
+    weighted = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    report = weight_quantization(onnx.load(str(int8_trt.onnx_path)))
+    assert len(report) == len(weighted) == 21 and all(w.per_channel for w in report)
+    initializers = {i.name: i for i in graph.initializer}
+    zero_points = [initializers[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points and all(z.data_type == TensorProto.INT8 for z in zero_points)
+    assert all(not onnx.numpy_helper.to_array(z).any() for z in zero_points)  # symmetric: zero point 0
+    assert int8_trt.trt_calibration_cache.read_text().startswith("TRT-")
+
+
+def test_cpu_flavour_has_uint8_activations_and_int8_per_channel_weights(int8_cpu):
+    onnx.checker.check_model(str(int8_cpu.onnx_path), full_check=True)
+    graph = _graph(int8_cpu.onnx_path)
+    initializers = {i.name: i for i in graph.initializer}
+    activation_zero_points = {initializers[n.input[2]].data_type for n in graph.node if n.op_type == "QuantizeLinear"}
+    assert activation_zero_points == {TensorProto.UINT8}
+    assert all(w.per_channel for w in weight_quantization(onnx.load(str(int8_cpu.onnx_path))))
+    assert int8_cpu.trt_calibration_cache is None
+
+
+def test_fp16_keeps_float32_io_and_halves_the_weights(fp16):
+    onnx.checker.check_model(str(fp16.onnx_path), full_check=True)
+    graph = _graph(fp16.onnx_path)
+    assert [v.type.tensor_type.elem_type for v in (*graph.input, *graph.output)] == [TensorProto.FLOAT] * 2
+    assert {i.data_type for i in graph.initializer if i.dims and np.prod(i.dims) > 1} == {TensorProto.FLOAT16}
+    assert fp16.onnx_path.stat().st_size < 0.6 * fp16.fp32.onnx_path.stat().st_size
+
+
+@pytest.mark.parametrize("outcome_name", ["int8_trt", "int8_cpu", "fp16"])
+def test_drift_within_budget_on_held_out_photos(request, outcome_name):
+    outcome = request.getfixturevalue(outcome_name)
+    report = outcome.validation
+    assert report.passed, report.failures
+    photos = outcome.manifest["validation"]["drift"]["photos"]
+    assert photos["cosine"] >= (0.999 if outcome_name == "fp16" else 0.98)
+    batch = np.random.default_rng(0).standard_normal((2, 3, IMG_SIZE, IMG_SIZE)).astype(np.float32)
+    assert OrtRunner(outcome.onnx_path).infer(batch).shape == (2, 1000)  # runs on ORT's CPU provider
+
+
+def test_manifest_records_sources_calibration_and_the_reused_fp32(int8_trt, int8_cpu):
+    manifest = int8_trt.manifest
+    assert manifest["weights"]["kind"] == "random" and manifest["weights"]["bn_recalibrated"]
+    assert manifest["source"]["sha256"] == int8_trt.fp32.manifest["onnx"]["sha256"]
+    calibration = manifest["calibration"]
+    assert calibration["method"] == "entropy" and calibration["flavour"] == "trt"
+    assert len(calibration["data"]["sha256"]) == 64 and calibration["data"]["samples"] == 24
+    assert not set(calibration["built_in_photos"]) & set(manifest["evaluation_photos"])
+    assert manifest["validation"]["top1_meaningful"]["photos"] is False  # random ResNet-18: thin margins
+    assert int8_cpu.fp32.log[0].detail.startswith("re-used")  # the second run re-used the FP32 export
+
+
+def test_rerun_hits_the_calibration_cache_and_a_new_method_misses_it(export, int8_trt):
+    again = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt"), export)
+    assert again.calibration_cache_hit and again.manifest["calibration"]["cache"]["hit"]
+    assert again.manifest["calibration"]["cache"]["key"] == int8_trt.manifest["calibration"]["cache"]["key"]
+    other = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt", method="percentile"), export)
+    assert not other.calibration_cache_hit
+    assert other.manifest["calibration"]["cache"]["key"] != int8_trt.manifest["calibration"]["cache"]["key"]
+
+
+def test_exclude_by_op_type_keeps_the_classifier_in_float(export):
+    outcome = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt", method="max",
+                                                         exclude=("Gemm",)), export)
+    report = {w.op_type: w for w in weight_quantization(onnx.load(str(outcome.onnx_path)))}
+    assert not report["Gemm"].per_channel and report["Gemm"].scales == 0
+    assert outcome.manifest["excluded"] == {"patterns": ["Gemm"], "nodes": ["/fc/Gemm"]}
+
+
+def test_unknown_exclude_pattern_is_an_error(export, int8_trt):
+    with pytest.raises(BBExportError, match="matches no node"):
+        quantize_model("resnet18", QuantizeOptions(precision="int8", exclude=("/nope/*",)), export)
+
+
+def test_a_missed_budget_fails_with_numbers_and_publishes_nothing(export, int8_trt):
+    folder = int8_trt.onnx_path.parent
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    impossible = Budget("impossible", min_cosine=0.999999999)
+    with pytest.raises(ValidationFailed, match=r"cosine 0\.\d+ < 0\.999999999"):
+        quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt", budget=impossible), export)
+    after = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert after == before
+
+
+def _logits(classes: list[int], margin: float, n_classes: int = 10) -> np.ndarray:
+    logits = np.zeros((len(classes), n_classes))
+    logits[np.arange(len(classes)), classes] = margin
+    return logits
+
+
+@pytest.mark.parametrize("classes, margin, meaningful", [
+    ([3] * 10, 5.0, False),  # one class for every photo (random MobileNetV2, GhostNet)
+    (list(range(10)), 0.001, False),  # diverse but coin-flip margins (random ResNet-18)
+    (list(range(10)), 5.0, True),  # diverse and confident (trained weights)
+    ([0, 0, 1, 1, 2, 2, 3, 3, 4, 5], 5.0, True),  # 6 classes for 10 samples: diverse enough
+    ([0, 0, 0, 0, 1, 1, 1, 1, 2, 2], 5.0, False),  # 3 classes for 10 samples: too few
+])
+def test_top1_is_enforced_only_where_meaningful(classes, margin, meaningful):
+    reference = _logits(classes, margin)
+    flipped = reference.copy()
+    flipped[:, [0, 9]] = flipped[:, [9, 0]]  # candidate disagrees wherever the reference picks 0 or 9
+    flipped[np.arange(len(classes)), (np.asarray(classes) + 1) % 10] += 2 * margin  # and everywhere else
+    result = {"photos": drift(reference, flipped)}
+    assert top1_meaningful(result["photos"]) is meaningful
+    budget = Budget("t", min_top1=0.95, top1_if_meaningful=True)
+    assert bool(check_budget(budget, result)) is meaningful
+    assert check_budget(Budget("strict", min_top1=0.95), result)  # without the rule: always enforced
+
+
+def test_int8_budget_checks_the_held_out_photos_only():
+    bad = drift(_logits(list(range(4)), 5.0), -_logits(list(range(4)), 5.0))
+    assert check_budget(INT8_BUDGET, {"random": bad}) == ()
+    assert check_budget(INT8_BUDGET, {"photos": bad})
+
+
+@pytest.mark.slow
+def test_auto_exclude_reaches_its_target_and_records_it(export, int8_trt):
+    target = 0.9999  # above what full INT8 reaches on ResNet-18 (about 0.9995): some layers must stay float
+    outcome = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt", auto_exclude=target), export)
+    auto = outcome.manifest["details"]["auto_exclude"]
+    assert auto["cosine_after"] >= target and auto["excluded"]
+    assert outcome.manifest["excluded"]["nodes"] == auto["excluded"]
+    assert set(auto["sensitivity"]) >= set(auto["excluded"])

@@ -1,0 +1,209 @@
+"""The report runner: real files parsed back, artifact reuse, failures recorded, the drift budget."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from exporter import report as runner
+from exporter.cli import cli
+from exporter.errors import BBExportError
+from exporter.metrics import Drift
+from exporter.timing import TimingOptions
+from model_defs import get_spec, spec_with_size
+
+MODELS = ("resnet18", "ghostnet_050")
+PRECISIONS = ("fp32", "int8")
+TINY_TIMING = TimingOptions(min_iters=2, min_seconds=0.0, warmup_iters=1, warmup_seconds=0.0)
+
+
+def manifests(artifacts: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in sorted(artifacts.rglob("*.json"))}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    # "max" calibration: entropy's per-tensor KL search takes minutes on GhostNet's many tensors.
+    options = runner.ReportOptions(precisions=PRECISIONS, backends=("torch", "ort"), img_size=64,
+                                   timing=TINY_TIMING, artifacts=root / "artifacts", int8_method="max")
+    report = runner.run_report(MODELS, options)
+    paths = runner.write_report(report, root / "out")
+    return options, report, paths, manifests(options.artifacts)
+
+
+def test_rows_cover_every_model_precision_and_backend(first_run):
+    _, report, _, _ = first_run
+    assert not report.failures, report.failures
+    measured = {(r["model"], r["precision"], r["backend"]) for r in report.rows}
+    for model in MODELS:
+        assert (model, "fp32", "torch") in measured
+        for precision in PRECISIONS:
+            assert (model, precision, "ort") in measured
+    for row in report.rows:
+        assert row["weights"].startswith("random (seed 0, BN-recalibrated")
+        assert row["median_ms"] > 0 and row["iterations"] >= 2
+        assert row["speedup_vs_eager"] is not None and row["speedup_vs_fp32"] is not None
+        if row["backend"] == "ort":
+            assert 0.0 < row["cosine"] <= 1.0 + 1e-9 and row["budget_pass"] is not None
+            assert (row["budget_pass"] is False) == bool(row["budget_misses"])
+            assert row["artifact_bytes"] > 0 and Path(row["artifact"]).is_file()
+        if row["precision"] == "int8":
+            assert row["flavour"] == "cpu"
+
+
+def test_json_is_the_documented_schema(first_run):
+    _, report, paths, _ = first_run
+    data = json.loads(paths["json"].read_text())
+    assert data["schema"] == "bbexport.report/1"
+    assert set(data) >= {"created", "note", "machine", "settings", "rows", "summaries", "failures", "skipped"}
+    assert data["machine"]["cores"] >= 1 and data["machine"]["cpu"]
+    assert {"torch", "onnxruntime", "onnx"} <= set(data["machine"]["versions"])
+    assert data["settings"]["timing"]["min_iters"] == 2 and data["settings"]["timing"]["threads"] >= 1
+    assert len(data["rows"]) == len(report.rows)
+    assert all(list(row) == list(runner.ROW_FIELDS) for row in data["rows"])
+    assert [s["family"] for s in data["summaries"]] == sorted({get_spec(m).family for m in MODELS})
+    assert "not an accuracy claim" in data["note"]
+
+
+def test_csv_has_the_row_columns(first_run):
+    _, report, paths, _ = first_run
+    with paths["csv"].open() as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == runner.ROW_FIELDS
+    assert len(rows) == len(report.rows)
+    assert {r["model"] for r in rows} == set(MODELS)
+    assert all(float(r["median_ms"]) > 0 for r in rows)
+
+
+def test_html_is_self_contained_with_plots_and_tables(first_run):
+    _, report, paths, _ = first_run
+    text = paths["html"].read_text()
+    assert text.startswith("<!doctype html>")
+    assert len(re.findall(r"<svg[\s>]", text)) == 3  # drift vs speedup, throughput, size vs latency
+    assert "Drift against speedup" in text and "Throughput" in text and "size against median latency" in text
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text), "the report must not load anything"
+    assert "not an accuracy claim" in text
+    for model in MODELS:
+        assert model in text
+    assert text.count("<table>") == len({get_spec(m).family for m in MODELS})
+    assert "Summary:" in paths["md"].read_text()
+
+
+def test_second_run_reuses_every_artifact(first_run):
+    options, _, _, before = first_run
+    report = runner.run_report(MODELS, options)
+    assert not report.failures
+    assert manifests(options.artifacts) == before  # nothing re-exported or re-quantized
+    assert all(r["reused"] for r in report.rows if r["backend"] != "torch")
+
+
+def test_changed_inputs_invalidate_the_manifest(first_run, tmp_path):
+    options, _, _, _ = first_run
+    spec = spec_with_size(get_spec("resnet18"), 64)
+    folder = options.artifacts / "resnet18"
+    source = json.loads((folder / "resnet18.json").read_text())["onnx"]["sha256"]
+    fresh = {"model": spec.to_dict(), **runner.weights_identity(None, 0), "source.sha256": source}
+    manifest = folder / "resnet18.int8-cpu.json"
+    assert runner.reusable_manifest(manifest, fresh) is not None
+    assert runner.reusable_manifest(manifest, {**fresh, "weights.seed": 1}) is None
+    assert runner.reusable_manifest(manifest, {**fresh, "source.sha256": "0" * 64}) is None
+    assert runner.reusable_manifest(manifest, {**fresh, "model": replace(spec, crop_pct=1.0).to_dict()}) is None
+    # A changed file on disk no longer has the recorded hash.
+    copy = tmp_path / "resnet18"
+    copy.mkdir()
+    (copy / manifest.name).write_text(manifest.read_text())
+    (copy / "resnet18.int8-cpu.onnx").write_bytes(b"not the quantized graph")
+    assert runner.reusable_manifest(copy / manifest.name, fresh) is None
+
+
+def test_failing_model_is_recorded_and_the_run_goes_on(first_run, monkeypatch):
+    options, _, _, _ = first_run
+    real = runner.fp32_artifact
+
+    def broken_for_ghostnet(spec, export, log=None):
+        if spec.name == "ghostnet_050":
+            raise RuntimeError("simulated exporter crash\nwith a second line")
+        return real(spec, export, log)
+
+    monkeypatch.setattr(runner, "fp32_artifact", broken_for_ghostnet)
+    report = runner.run_report(MODELS, replace(options, precisions=("fp32",)))
+    assert [(f.model, f.stage, f.error) for f in report.failures] == [
+        ("ghostnet_050", "export fp32", "RuntimeError: simulated exporter crash")]
+    assert "Traceback" in report.failures[0].traceback
+    assert {r["model"] for r in report.rows} == {"resnet18"}
+    summary = {s["family"]: s for s in report.summaries()}["ghostnet"]
+    assert summary["failures"] == 1
+    assert "FAILED" in runner.report_markdown(report)
+
+
+def test_cli_exit_codes_for_failures_and_strict_budgets(first_run, tmp_path):
+    options, _, _, _ = first_run
+    common = ["report", "--models", "resnet18", "--precisions", "fp32", "--backends", "torch,ort",
+              "--img-size", "64", "--min-iters", "1", "--min-time", "0", "--artifacts", str(options.artifacts)]
+    result = CliRunner().invoke(cli, [*common, "--out", str(tmp_path / "ok")])
+    assert result.exit_code == 0, result.output
+    assert "report.html" in result.output and (tmp_path / "ok" / "report.html").is_file()
+
+    impossible = tmp_path / "budget.csv"
+    impossible.write_text("match,precision,min_cosine,min_top1\n*,fp32,1.5,\n")
+    args = [*common, "--out", str(tmp_path / "strict"), "--budget", str(impossible)]
+    assert CliRunner().invoke(cli, args).exit_code == 0  # misses are reported, not fatal by default
+    strict = CliRunner().invoke(cli, [*args, "--strict"])
+    assert strict.exit_code == 1 and "budget miss: resnet18 fp32 on ort" in strict.output
+
+    assert CliRunner().invoke(cli, ["report", "--models", "resnet18", "--all"]).exit_code == 2
+
+
+def test_budget_lookup_prefers_the_most_specific_row(tmp_path):
+    table = tmp_path / "budget.csv"
+    table.write_text("# comment\nmatch,precision,min_cosine,min_top1\n"
+                     "*,int8,0.98,\nresnet,int8,0.97,\nresnet18,int8,0.99,0.95\n")
+    rules = runner.load_drift_budget(table)
+    assert runner.budget_for(rules, get_spec("resnet18"), "int8").min_cosine == 0.99
+    assert runner.budget_for(rules, get_spec("resnet50"), "int8").min_cosine == 0.97
+    assert runner.budget_for(rules, get_spec("ghostnet_050"), "int8").min_cosine == 0.98
+    assert runner.budget_for(rules, get_spec("resnet18"), "fp16") is None
+
+
+def drift_dict(cosine: float, top1: float, classes: int, margin: float) -> dict:
+    return Drift(samples=10, max_abs=0.1, mean_abs=0.01, rel_max_abs=0.01, rel_l2=0.01, cosine=cosine, kl=0.0,
+                 top1_agreement=top1, top5_agreement=top1, reference_classes=classes,
+                 reference_margin=margin).to_dict()
+
+
+def test_top1_is_held_only_where_it_means_something():
+    rule = runner.BudgetRule("*", "int8", min_cosine=0.99, min_top1=0.95)
+    confident = drift_dict(0.985, 0.90, classes=8, margin=0.3)
+    assert runner.budget_misses(rule, confident) == ["cosine 0.985000 < 0.99", "top-1 90% < 95%"]
+    one_class = drift_dict(0.995, 0.50, classes=1, margin=0.3)  # random weights: one class for every photo
+    assert runner.budget_misses(rule, one_class) == []
+    assert runner.budget_misses(None, confident) == []
+
+
+def test_default_budget_matches_the_precision_issue():
+    rules = runner.load_drift_budget()
+    spec = get_spec("resnet18")
+    assert runner.budget_for(rules, spec, "fp16").min_cosine == 0.999
+    assert (runner.budget_for(rules, spec, "int8").min_cosine, runner.budget_for(rules, spec, "int8").min_top1) \
+        == (0.98, 0.95)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("model,precision\n*,fp32\n", "header must be"),
+    ("match,precision,min_cosine,min_top1\n*,fp64,0.9,\n", "precision must be"),
+    ("match,precision,min_cosine,min_top1\n*,fp32,high,\n", "data row 1"),
+    ("match,precision,min_cosine,min_top1\n*,fp32,0.9,\n*,fp32,0.8,\n", "appears twice"),
+])
+def test_malformed_budget_is_a_user_error(tmp_path, text, fragment):
+    table = tmp_path / "budget.csv"
+    table.write_text(text)
+    with pytest.raises(BBExportError, match=fragment):
+        runner.load_drift_budget(table)
