@@ -6,7 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torchvision (needed by timm, the parity reference) pins its torch release.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-PYTEST_ARGS ?=
+# Two workers, one thread each: the suite is many small exports, not one big matmul.
+PYTEST_ARGS ?= -n 2
 
 MODEL ?= ghostnet_100
 OPSET ?= 17
@@ -35,7 +36,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	BBEXPORT_TEST_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check exporter model_defs calibration tests benchmarks

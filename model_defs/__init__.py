@@ -4,25 +4,27 @@ Adding a family: write ``model_defs/<family>.py`` (docstring, blocks, model, ``_
 config table, ``@register_model`` builders) and add its import below.
 """
 
-from . import resnet  # noqa: F401  (imports register the families)
-from . import fbnet  # noqa: F401
-from . import mnasnet  # noqa: F401
-from . import mobilenetv1  # noqa: F401
-from . import fbnetv2  # noqa: F401
-from . import efficientnet  # noqa: F401
-from . import mobilenetv3  # noqa: F401
-from . import botnet  # noqa: F401
-from . import coatnet  # noqa: F401
-from . import efficientnetv2  # noqa: F401
-from . import shufflenetv1  # noqa: F401
-from . import shufflenetv2  # noqa: F401
-from . import nasnet  # noqa: F401
-from . import pvt  # noqa: F401
-from . import mobilenetv2  # noqa: F401
-from . import vit  # noqa: F401
-from . import swin  # noqa: F401
-from . import levit  # noqa: F401
-from . import ghostnet  # noqa: F401
+from . import (
+    botnet,  # noqa: F401
+    coatnet,  # noqa: F401
+    efficientnet,  # noqa: F401
+    efficientnetv2,  # noqa: F401
+    fbnet,  # noqa: F401
+    fbnetv2,  # noqa: F401
+    ghostnet,  # noqa: F401
+    levit,  # noqa: F401
+    mnasnet,  # noqa: F401
+    mobilenetv1,  # noqa: F401
+    mobilenetv2,  # noqa: F401
+    mobilenetv3,  # noqa: F401
+    nasnet,  # noqa: F401
+    pvt,  # noqa: F401
+    resnet,  # noqa: F401  (imports register the families)
+    shufflenetv1,  # noqa: F401
+    shufflenetv2,  # noqa: F401
+    swin,  # noqa: F401
+    vit,  # noqa: F401
+)
 from ._profile import ModelStats, count_macs, model_stats
 from ._registry import (
     IMAGENET_MEAN,

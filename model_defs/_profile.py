@@ -53,7 +53,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     return total
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model_stats(name: str, input_size: tuple[int, int, int] | None = None) -> ModelStats:
     """Parameters and GMACs of a registered variant, at its default size unless given."""
     size = input_size or get_spec(name).input_size

@@ -7,6 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto
 
+from calibration import CALIBRATION_PHOTOS
 from exporter.errors import BBExportError, ValidationFailed
 from exporter.metrics import drift
 from exporter.pipeline import ExportOptions
@@ -90,7 +91,7 @@ def test_manifest_records_sources_calibration_and_the_reused_fp32(int8_trt, int8
     assert manifest["source"]["sha256"] == int8_trt.fp32.manifest["onnx"]["sha256"]
     calibration = manifest["calibration"]
     assert calibration["method"] == "entropy" and calibration["flavour"] == "trt"
-    assert len(calibration["data"]["sha256"]) == 64 and calibration["data"]["samples"] == 24
+    assert len(calibration["data"]["sha256"]) == 64 and calibration["data"]["samples"] == 2 * len(CALIBRATION_PHOTOS)  # photos + mirrors
     assert not set(calibration["built_in_photos"]) & set(manifest["evaluation_photos"])
     assert manifest["validation"]["top1_meaningful"]["photos"] is False  # random ResNet-18: thin margins
     assert int8_cpu.fp32.log[0].detail.startswith("re-used")  # the second run re-used the FP32 export

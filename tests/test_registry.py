@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from exporter.errors import InputSizeError, UnknownModelError
-from model_defs import create_model, get_spec, list_families, list_models, model_stats, register_model, resolve_name
+from model_defs import (
+    create_model,
+    get_spec,
+    list_families,
+    list_models,
+    model_stats,
+    register_model,
+    resolve_name,
+)
 from model_defs._registry import spec_with_size
 
 
