@@ -38,6 +38,18 @@ def input_size_for_tests(spec: ModelSpec) -> tuple[int, int, int]:
     return (spec.input_size[0], side, side)
 
 
+# Output agreement with the reference library: 1e-4 of the logit scale, in float32.
+PARITY_TOLERANCE = 1e-4
+
+
+def assert_same_outputs(reference: torch.nn.Module, ours: torch.nn.Module, x: torch.Tensor) -> None:
+    """Both models on ``x`` agree within PARITY_TOLERANCE of the reference's logit scale."""
+    with torch.no_grad():
+        expected, got = reference(x), ours(x)
+    scale = max(1.0, expected.abs().max().item())
+    assert (got - expected).abs().max().item() <= PARITY_TOLERANCE * scale
+
+
 def reference_model(reference: str, num_classes: int) -> torch.nn.Module:
     """Instantiate ``timm:<name>`` or ``torchvision:<name>`` with random weights, in eval mode."""
     library, _, name = reference.partition(":")

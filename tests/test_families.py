@@ -10,12 +10,16 @@ from exporter.pipeline import ExportOptions, export_onnx
 from model_defs import create_model, get_entry, get_spec, list_models, model_stats
 from model_defs._registry import spec_with_size
 
-from .conftest import input_size_for_tests, is_huge, randomize_norm_stats, reference_model
+from .conftest import (
+    assert_same_outputs,
+    input_size_for_tests,
+    is_huge,
+    randomize_norm_stats,
+    reference_model,
+)
 
 ALL = list_models()
 WITH_REFERENCE = [n for n in ALL if get_spec(n).reference]
-# Output agreement with the reference library: 1e-4 of the logit scale, in float32.
-PARITY_TOLERANCE = 1e-4
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -47,10 +51,7 @@ def test_reference_parity(name: str) -> None:
         ours.set_input_size(size[1:])
         reference.set_input_size(img_size=size[1:])
     x = torch.randn(2, *size, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected, got = reference(x), ours(x)
-    scale = max(1.0, expected.abs().max().item())
-    assert (got - expected).abs().max().item() <= PARITY_TOLERANCE * scale
+    assert_same_outputs(reference, ours, x)
 
 
 @pytest.mark.parametrize("name", ALL)

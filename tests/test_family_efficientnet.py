@@ -10,8 +10,7 @@ from exporter.weights import load_weights
 from model_defs import create_model, get_spec
 from model_defs.efficientnet import installed_lite_checkpoint
 
-from .conftest import randomize_norm_stats, reference_model
-from .test_families import PARITY_TOLERANCE
+from .conftest import assert_same_outputs, randomize_norm_stats, reference_model
 
 TABBY_TO_EGYPTIAN_CAT = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO_OR_CUP = (967, 968)
@@ -43,6 +42,4 @@ def test_timm_efficientnet_b0_loads_without_remap() -> None:
     ours = create_model("efficientnet_b0")
     ours.load_state_dict(reference.state_dict(), strict=True)
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected, got = reference(x), ours(x)
-    assert (got - expected).abs().max().item() <= PARITY_TOLERANCE * max(1.0, expected.abs().max().item())
+    assert_same_outputs(reference, ours, x)
