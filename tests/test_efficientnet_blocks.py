@@ -41,7 +41,7 @@ def test_depth_scaling_matches_efficientnet_b7_stage_depths() -> None:
 @pytest.mark.parametrize("size", [(1, 2), (32, 32), (33, 47), (224, 225)])
 @pytest.mark.parametrize("kernel, stride", [(3, 2), (5, 2), (4, 1), (3, 1)])
 def test_conv2d_same_matches_timm(size: tuple[int, int], kernel: int, stride: int) -> None:
-    conv2d_same = pytest.importorskip("timm.layers.conv2d_same")
+    conv2d_same = pytest.importorskip("timm.layers.conv2d_same", reason="parity reference: pip install -e '.[test]'")
     torch.manual_seed(0)
     ours = Conv2dSame(4, 6, kernel, stride)
     reference = conv2d_same.Conv2dSame(4, 6, kernel, stride, bias=False)
@@ -65,7 +65,7 @@ def _export(model: nn.Module, path, dynamic_axes: dict | None = None) -> None:
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter announces its retirement
 def test_same_padding_static_export_has_static_shapes(tmp_path) -> None:
     """For a static input the pads fold away: ONNX shape inference sees every size (F.pad would not)."""
-    onnx = pytest.importorskip("onnx")
+    import onnx
     path = tmp_path / "same.onnx"
     _export(_tiny_same_padded_model(), path)
     output = onnx.load(str(path)).graph.output[0]
@@ -75,7 +75,7 @@ def test_same_padding_static_export_has_static_shapes(tmp_path) -> None:
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_same_padding_exports_with_dynamic_height_and_width(tmp_path) -> None:
     """One ONNX file serves several input sizes: the pads follow the run-time shape."""
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     model = _tiny_same_padded_model()
     path = tmp_path / "same.onnx"
     _export(model, path, {"input": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}})

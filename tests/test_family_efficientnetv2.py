@@ -12,7 +12,7 @@ from .conftest import assert_same_outputs, randomize_norm_stats
 
 def test_timm_efficientnetv2_s_loads_without_remap() -> None:
     """Same keys as timm; equal outputs once timm uses the BN eps of the ported weights (1e-3)."""
-    timm = pytest.importorskip("timm")
+    timm = pytest.importorskip("timm", reason="parity reference: pip install -e '.[test]'")
     torch.manual_seed(0)
     reference = timm.create_model("efficientnetv2_s", bn_eps=1e-3).eval()
     randomize_norm_stats(reference)

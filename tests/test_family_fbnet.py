@@ -12,7 +12,7 @@ from .conftest import assert_same_outputs, randomize_norm_stats
 
 
 def test_fbnetc_100_matches_timm_with_checkpoint_bn_eps() -> None:
-    timm = pytest.importorskip("timm")
+    timm = pytest.importorskip("timm", reason="parity reference: pip install -e '.[test]'")
     torch.manual_seed(0)
     reference = timm.create_model("fbnetc_100", bn_eps=1e-3).eval()
     randomize_norm_stats(reference)

@@ -72,7 +72,7 @@ def test_pvt_v2_takes_other_sizes() -> None:
 def test_parity_with_trained_position_tables(name: str) -> None:
     """timm starts LeViT's attention biases at zero and CoAtNet's tables near it, so the registry
     parity test cannot see a wrong (query, key) index: perturb every parameter of the reference."""
-    timm = pytest.importorskip("timm")
+    timm = pytest.importorskip("timm", reason="parity reference: pip install -e '.[test]'")
     reference = timm.create_model(name, pretrained=False).eval()
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -26,7 +26,7 @@ def _assert_close(expected: torch.Tensor, got: torch.Tensor) -> None:
 def test_nasnetalarge_matches_timm_at_odd_and_even_sizes() -> None:
     """67 rows stay odd at every reduction (SAME pads both ends), 66 columns stay even (SAME pads one
     less at the start), so one input exercises both branches of every TF-SAME layer."""
-    timm = pytest.importorskip("timm")
+    timm = pytest.importorskip("timm", reason="parity reference: pip install -e '.[test]'")
     torch.manual_seed(0)
     reference = timm.create_model("nasnetalarge", pretrained=False).eval()
     randomize_norm_stats(reference)
@@ -55,7 +55,7 @@ def test_nasnetamobile_matches_cadene() -> None:
 def test_nasnet_graph_has_no_shape_ops_or_negative_pads(tmp_path) -> None:
     """SAME pads fold to constants at export (even with a dynamic batch), and every Pad left after
     simplification is a constant, non-negative zero pad (P-SAME, P-NEGPAD)."""
-    onnxsim = pytest.importorskip("onnxsim")
+    import onnxsim
     path = tmp_path / "nasnetamobile.onnx"
     onnx_from_model(create_model("nasnetamobile"), path, (3, 67, 66), dynamic_batch=True)
     raw = onnx.load(str(path))

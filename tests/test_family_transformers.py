@@ -15,8 +15,8 @@ from exporter.runners import OrtRunner, TorchRunner
 from exporter.weights import build_model
 from model_defs import create_model, get_entry, get_spec, spec_with_size
 
-timm = pytest.importorskip("timm")
-tv_models = pytest.importorskip("torchvision.models")
+timm = pytest.importorskip("timm", reason="parity reference: pip install -e '.[test]'")
+tv_models = pytest.importorskip("torchvision.models", reason="parity reference: pip install -e '.[test]'")
 
 # As in the registry suite: float32 outputs agree within 1e-4 of the logit scale.
 TOLERANCE = 1e-4
