@@ -27,9 +27,9 @@ from exporter.pipeline import ExportOptions
 from exporter.report import fp32_artifact, machine_info, quantized_artifact
 from exporter.runners import OrtRunner
 from exporter.timing import TimingOptions, set_threads, time_runner
-from exporter.validate import INT8_BUDGET, top1_meaningful
+from exporter.validate import INT8_BUDGET, top1_text
 from exporter.weights import build_model
-from model_defs import get_spec
+from model_defs import get_entry, get_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,12 +70,23 @@ def reference_with_our_weights(name: str, model: torch.nn.Module) -> tuple[torch
         import torchvision
 
         reference = torchvision.models.get_model(ref_name, weights=None, num_classes=get_spec(name).num_classes)
+    ours = model.state_dict()
     try:
-        reference.load_state_dict(model.state_dict(), strict=True)
-        note = "same weights in both graphs"
+        reference.load_state_dict(ours, strict=True)
+        return reference.eval(), "same weights in both graphs"
     except RuntimeError:
-        note = "reference keeps its own random weights (keys differ): latency and nodes only"
-    return reference.eval(), note
+        pass
+    # Keys differ: invert the family's remap (reference -> ours) by following each reference tensor
+    # to the key it lands on; a remap that reshapes or merges tensors cannot be inverted this way.
+    remap = get_entry(name).remap
+    if remap is not None:
+        theirs = reference.state_dict()
+        landed = {id(t): key for key, t in remap(theirs).items()}
+        inverse = {ref_key: landed.get(id(t)) for ref_key, t in theirs.items()}
+        if all(inverse.values()):
+            reference.load_state_dict({ref_key: ours[key] for ref_key, key in inverse.items()}, strict=True)
+            return reference.eval(), "same weights in both graphs (through the family's remap)"
+    return reference.eval(), "reference keeps its own random weights (keys differ): latency and nodes only"
 
 
 def plain_export(reference: torch.nn.Module, path: Path, input_size: tuple[int, int, int]) -> Path:
@@ -143,7 +154,7 @@ def markdown(results: list[Result], timing: TimingOptions, rounds: int, method: 
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        top1 = f"{r.int8_drift.top1_agreement:.0%}" + ("" if top1_meaningful(r.int8_drift) else " (not meaningful)")
+        top1 = top1_text(r.int8_drift)
         lines.append(
             f"| {r.model} | {r.plain_nodes} → {r.ours_nodes} | {r.plain_ms:.2f} | {r.ours_ms:.2f} | {r.ratio:.2f}× | "
             f"{r.int8_ms:.2f} | {r.int8_speedup:.2f}× | {r.int8_drift.cosine:.4f} | {top1} | "

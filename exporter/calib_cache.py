@@ -31,8 +31,17 @@ from .errors import CalibrationDataError, first_line
 METHODS = ("entropy", "max", "percentile")
 FLAVOURS = ("trt", "cpu")
 PERCENTILE = 99.999  # of |x| for "percentile": TensorRT's and ONNX Runtime's customary default
-RANGES_VERSION = 2  # bump when the range computation changes, so old caches are not read back
+RANGES_VERSION = 3  # bump when the range computation changes, so old caches are not read back
 ENTROPY_BINS = 4096  # signed bins: 2048 bins of |x|, as TensorRT
+# Below this many calibration values a histogram is too sparse for the KL search (an SE block's
+# squeezed 1x1 tensors: 8 channels x 22 samples = 176 values over 2048 bins), which then clips
+# a real range to a fraction of itself (EfficientNet-B0, cpu flavour: cosine 0.38); such tensors
+# keep their full observed range instead.
+ENTROPY_MIN_VALUES = 8192
+# The KL search never clips more than this share of the values: a tensor with no mass near zero (an
+# SE gate's sigmoid, all in [0.09, 0.8]) otherwise scores KL = 0 by clipping *everything* into the
+# last bin, and its range collapses below its smallest value.
+ENTROPY_MAX_CLIPPED = 1e-3
 CALIBRATION_BATCH = 8  # samples per ONNX Runtime calibration pass: bounds the memory of intermediate outputs
 INT8_MAX = 127.0
 # TensorRT's cache header: "TRT-<getInferLibVersion()>-<calibrator>"; 10.1.0 -> 100100.
@@ -49,7 +58,8 @@ class CalibrationCache:
 
 def calibration_key(onnx_sha256: str, data_sha256: str, method: str, flavour: str) -> str:
     # How the methods run: a change to any of these, or to the range code itself, recalibrates.
-    settings = f"v{RANGES_VERSION},bins={ENTROPY_BINS},percentile={PERCENTILE}"
+    settings = (f"v{RANGES_VERSION},bins={ENTROPY_BINS},min={ENTROPY_MIN_VALUES},clip={ENTROPY_MAX_CLIPPED},"
+                f"percentile={PERCENTILE}")
     return hashlib.sha256(f"{onnx_sha256}|{data_sha256}|{method}|{flavour}|{settings}".encode()).hexdigest()
 
 
@@ -129,11 +139,13 @@ def entropy_threshold(hist: np.ndarray, edges: np.ndarray, quantized_bins: int =
     magnitude[0] = magnitude[1]  # the exact zeros after a ReLU are not information to keep: without this
     # spike levelled (as NVIDIA's pytorch-quantization does) every post-ReLU range would be clipped hard
     width = (edges[-1] - edges[0]) / len(hist)
-    if magnitude.sum() == 0 or len(magnitude) <= quantized_bins:
+    if magnitude.sum() < ENTROPY_MIN_VALUES or len(magnitude) <= quantized_bins:
         return float(edges[-1])
     best, best_kl = len(magnitude), np.inf
-    step = max(1, (len(magnitude) - quantized_bins) // candidates)
-    for i in range(quantized_bins, len(magnitude) + 1, step):
+    beyond = np.concatenate([np.cumsum(magnitude[::-1])[::-1], [0.0]])  # beyond[i]: mass in bins >= i
+    first = max(quantized_bins, int(np.argmax(beyond <= ENTROPY_MAX_CLIPPED * magnitude.sum())))
+    step = max(1, (len(magnitude) - first) // candidates)
+    for i in range(first, len(magnitude) + 1, step):
         reference = magnitude[:i].copy()
         reference[-1] += magnitude[i:].sum()  # outliers clip into the last bin
         bounds = np.linspace(0, i, quantized_bins + 1).astype(int)

@@ -227,9 +227,16 @@ def trt_command(model: str, precision: str, calib: Path | None, workspace_gb: fl
               help="Keep nodes in float: a node name, a glob over names or an op type (repeatable).")
 @click.option("--auto-exclude", type=click.FloatRange(0, 1, min_open=True), metavar="COS",
               help="Keep the most sensitive layers in float until the cosine to FP32 reaches COS.")
+@click.option("--quantize-all", is_flag=True,
+              help="INT8: quantize the layers the variant keeps in float by default (its spec's int8_keep_float).")
+@click.option("--reduce-range/--full-range", default=None,
+              help="INT8 cpu flavour: 7-bit weights, for x86 CPUs without VNNI whose uint8 x int8 kernels "
+                   "saturate (default: decided for this machine).")
 @_export_options
 def quantize_command(model: str, precision: str, flavour: str, calib: Path | None, calib_limit: int | None,
-                     method: str, exclude: tuple[str, ...], auto_exclude: float | None, opset: int,
+                     method: str, exclude: tuple[str, ...], auto_exclude: float | None, quantize_all: bool,
+                     reduce_range: bool | None,
+                     opset: int,
                      img_size: int | None, batch: int, dynamic_batch: bool, weights: Path | None, out: Path,
                      no_simplify: bool, exporter: str, seed: int) -> None:
     """Make MODEL's FP16 or INT8 ONNX and hold its drift from FP32 PyTorch to the budget."""
@@ -240,9 +247,13 @@ def quantize_command(model: str, precision: str, flavour: str, calib: Path | Non
     export = ExportOptions(opset=opset, img_size=img_size, batch=batch, dynamic_batch=dynamic_batch,
                            weights=weights, out=out, simplify=not no_simplify, exporter=exporter, seed=seed)
     options = QuantizeOptions(precision=precision, flavour=flavour, method=method, calib=calib,
-                              calib_limit=calib_limit, exclude=exclude, auto_exclude=auto_exclude)
+                              calib_limit=calib_limit, exclude=exclude, auto_exclude=auto_exclude,
+                              spec_exclusions=not quantize_all, reduce_range=reduce_range)
     outcome = quantize_model(model, options, export, log=print_stage)
     click.echo(f"weights: {_weights_line(outcome.manifest['weights'])}")
+    if precision == "int8":
+        click.echo(f"int8 {flavour}: {outcome.manifest['details']['weight_bits']}-bit weights, measured with "
+                   f"{outcome.manifest['details']['measured_with']}")
     click.echo(table(DRIFT_HEADERS, drift_rows(outcome.validation)))
 
 

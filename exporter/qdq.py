@@ -8,7 +8,9 @@ Two flavours, both written by ONNX Runtime's ``quantize_static`` in ``QuantForma
   them), Q/DQ on the *inputs* of Conv/ConvTranspose/Gemm/MatMul, residual Adds and pools only, no
   output quantization, biases left in float. Slow on a CPU (ORT runs most of it as fake-quant).
 - ``cpu``: ONNX Runtime's fast path: uint8 asymmetric activations, per-channel int8 weights stored
-  as int8, every op ORT has a quantized kernel for.
+  as int8, every op ORT has a quantized kernel for. On x86 CPUs without VNNI, ORT's uint8 x int8
+  kernels (VPMADDUBSW) sum product pairs into saturating int16; ``reduce_range`` then keeps the
+  weights to 7 bits so no pair can overflow (ORT's own advice). ARM and VNNI CPUs need full range.
 
 Why not ModelOpt itself: its ``[onnx]`` extra pins onnx 1.21 and onnxruntime-gpu 1.24 (clobbering
 onnxruntime 1.32 here) and always recalibrates, so cached ranges and per-layer sensitivity
@@ -21,6 +23,7 @@ import contextlib
 import fnmatch
 import io
 import logging
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +47,27 @@ class QdqResult:
     excluded_nodes: tuple[str, ...]
 
 
+# CPU flags (Linux /proc/cpuinfo names) of x86 integer dot-product instructions that sum u8 x s8
+# products into int32 without the int16 intermediate.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def host_int8_saturates(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether ONNX Runtime's uint8 x int8 kernels on this machine can saturate (x86 without VNNI).
+    An x86 machine whose flags cannot be read is assumed to lack VNNI: 7-bit weights are always safe."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    try:
+        flags = cpuinfo.read_text().split()
+    except OSError:
+        return True
+    return not any(flag in flags for flag in VNNI_FLAGS)
+
+
 def qdq_from_onnx(src: Path, dst: Path, ranges_file: Path, flavour: str, method: str,
-                  exclude_nodes: tuple[str, ...] = ()) -> QdqResult:
-    """Quantize ``src`` into ``dst`` with the ranges in ``ranges_file`` (never recalibrates)."""
+                  exclude_nodes: tuple[str, ...] = (), reduce_range: bool = False) -> QdqResult:
+    """Quantize ``src`` into ``dst`` with the ranges in ``ranges_file`` (never recalibrates).
+    ``reduce_range`` (cpu flavour): 7-bit weights, for x86 CPUs without VNNI."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     model = onnx.load(str(src), load_external_data=False)
@@ -64,7 +85,8 @@ def qdq_from_onnx(src: Path, dst: Path, ranges_file: Path, flavour: str, method:
     with _quiet_quantizer():
         quantize_static(str(src), str(dst), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=op_types, per_channel=True, activation_type=activation,
-                        weight_type=QuantType.QInt8, nodes_to_quantize=list(nodes) if flavour == "trt" else None,
+                        weight_type=QuantType.QInt8, reduce_range=reduce_range and flavour == "cpu",
+                        nodes_to_quantize=list(nodes) if flavour == "trt" else None,
                         nodes_to_exclude=list(exclude_nodes), calibrate_method=ort_calibration_method(method),
                         extra_options=options, calibration_cache_path=ranges_file)
     return QdqResult(dst, nodes, tuple(exclude_nodes))

@@ -35,7 +35,13 @@ from .pipeline import (
     library_versions,
     reusable_export,
 )
-from .qdq import qdq_from_onnx, quantizable_nodes, resolve_exclusions, weight_quantization
+from .qdq import (
+    host_int8_saturates,
+    qdq_from_onnx,
+    quantizable_nodes,
+    resolve_exclusions,
+    weight_quantization,
+)
 from .runners import OrtRunner, TorchRunner
 from .validate import FP16_BUDGET, INT8_BUDGET, Budget, ValidationReport, validate_against, validation_inputs
 from .weights import build_model
@@ -53,8 +59,16 @@ class QuantizeOptions:
     calib: Path | None = None  # image folder, .npy/.npz, or None = the built-in calibration photos
     calib_limit: int | None = None
     exclude: tuple[str, ...] = ()  # node names, globs over names, or op types kept in float
+    spec_exclusions: bool = True  # int8: also keep the variant's own sensitive layers (spec.int8_keep_float)
     auto_exclude: float | None = None  # target cosine for the per-layer sensitivity search
     budget: Budget | None = None  # None = the precision's default budget
+    # int8 cpu flavour: 7-bit weights, for x86 CPUs without VNNI; None = decide for this machine.
+    reduce_range: bool | None = None
+
+    def __post_init__(self):
+        if self.reduce_range is None:  # resolved at once, so manifests and reuse keys hold the decision
+            cpu_int8 = self.precision == "int8" and self.flavour == "cpu"
+            object.__setattr__(self, "reduce_range", cpu_int8 and host_int8_saturates())
 
     @property
     def label(self) -> str:
@@ -94,7 +108,9 @@ def quantize_model(name: str, options: QuantizeOptions, export: ExportOptions = 
     inputs = validation_inputs(spec, seed=export.seed)
     reference = {set_name: TorchRunner(model).infer(batch) for set_name, batch in inputs.items()}
     fp32_graph = onnx.load(str(fp32.onnx_path), load_external_data=False)
-    excluded = resolve_exclusions(fp32_graph, options.exclude)
+    patterns = options.exclude + (spec.int8_keep_float if options.precision == "int8" and options.spec_exclusions
+                                  else ())
+    excluded = resolve_exclusions(fp32_graph, patterns)
     started = time.perf_counter()
     with staging_dir(final_dir) as tmp:
         staged = tmp / f"{stem}.onnx"
@@ -121,7 +137,8 @@ def quantize_model(name: str, options: QuantizeOptions, export: ExportOptions = 
                 record(StageLog("auto-exclude", True, time.perf_counter() - t,
                                 f"{len(auto['excluded'])} layers kept in float for cosine ≥ {options.auto_exclude}"))
             t = time.perf_counter()
-            qdq = qdq_from_onnx(fp32.onnx_path, staged, cache.path, options.flavour, options.method, excluded)
+            qdq = qdq_from_onnx(fp32.onnx_path, staged, cache.path, options.flavour, options.method, excluded,
+                                options.reduce_range)
             weights_q = weight_quantization(onnx.load(str(staged), load_external_data=False))
             record(StageLog("qdq", True, time.perf_counter() - t,
                             f"{options.flavour}: {len(qdq.quantized_nodes) if options.flavour == 'trt' else 'all'} "
@@ -131,17 +148,21 @@ def quantize_model(name: str, options: QuantizeOptions, export: ExportOptions = 
                 trt_cache = write_trt_calibration_cache(amax_from_ranges(cache.path), tmp / f"{spec.name}.int8.calib")
             calibration = _calibration_manifest(calib, cache, options, trt_cache)
             details = {"weights_per_channel": sum(w.per_channel for w in weights_q), "weighted_nodes": len(weights_q),
+                       "weight_bits": 7 if options.reduce_range else 8,
+                       "measured_with": "Q/DQ run as written (TensorRT's arithmetic)" if options.flavour == "trt"
+                       else "ONNX Runtime's integer kernels on this CPU",
                        "auto_exclude": auto}
             cache_hit = cache.hit
         check_onnx(staged)
         t = time.perf_counter()
-        report = validate_against(reference, OrtRunner(staged), inputs, budget)
+        runner = int8_runner(staged, options.flavour) if options.precision == "int8" else OrtRunner(staged)
+        report = validate_against(reference, runner, inputs, budget)
         photos = report.drift["photos"]
         record(StageLog("validate", report.passed, time.perf_counter() - t,
                         f"photos: cosine {photos.cosine:.6f}, top-1 {photos.top1_agreement:.0%}"))
         if not report.passed:
             raise ValidationFailed(f"{spec.name} {options.label} misses its budget: " + "; ".join(report.failures))
-        manifest = _manifest(spec, options, fp32, staged, calibration, excluded, details, report)
+        manifest = _manifest(spec, options, fp32, staged, calibration, patterns, excluded, details, report)
         onnx_path = publish(staged, final_dir / f"{stem}.onnx")
         if trt_cache is not None:
             trt_cache = publish(trt_cache, final_dir / trt_cache.name)
@@ -177,8 +198,9 @@ def auto_exclusions(fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fix
                   if n not in fixed]
 
     def cosine_without(excluded: tuple[str, ...]) -> float:
-        probe = qdq_from_onnx(fp32_onnx, tmp / "probe.onnx", ranges, options.flavour, options.method, excluded)
-        return drift(reference, OrtRunner(probe.path).infer(samples)).cosine
+        probe = qdq_from_onnx(fp32_onnx, tmp / "probe.onnx", ranges, options.flavour, options.method, excluded,
+                              options.reduce_range)
+        return drift(reference, int8_runner(probe.path, options.flavour).infer(samples)).cosine
 
     start = cosine_without(fixed)
     if start >= options.auto_exclude:
@@ -199,6 +221,13 @@ def auto_exclusions(fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fix
             "sensitivity": {n: round(v, 8) for n, v in sorted(sensitivity.items(), key=lambda kv: -kv[1])}}
 
 
+def int8_runner(onnx_path: Path, flavour: str, threads: int | None = None) -> OrtRunner:
+    """How an INT8 ONNX is measured on the CPU: the cpu flavour through ONNX Runtime's integer
+    kernels (what it will run as); the trt flavour with its Q/DQ pairs run as written, which is
+    TensorRT's arithmetic rather than this host's int8 kernels."""
+    return OrtRunner(onnx_path, threads=threads, fake_quant=flavour == "trt")
+
+
 def _calibration_manifest(calib: CalibrationSet, cache, options: QuantizeOptions, trt_cache: Path | None) -> dict:
     return {"method": options.method, "flavour": options.flavour, "data": calib.describe(),
             "built_in_photos": list(CALIBRATION_PHOTOS) if options.calib is None else None,
@@ -207,7 +236,7 @@ def _calibration_manifest(calib: CalibrationSet, cache, options: QuantizeOptions
 
 
 def _manifest(spec, options: QuantizeOptions, fp32: ExportOutcome, staged: Path, calibration: dict | None,
-              excluded: tuple[str, ...], details: dict, report: ValidationReport) -> dict:
+              patterns: tuple[str, ...], excluded: tuple[str, ...], details: dict, report: ValidationReport) -> dict:
     model = onnx.load(str(staged), load_external_data=False)
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -222,7 +251,8 @@ def _manifest(spec, options: QuantizeOptions, fp32: ExportOutcome, staged: Path,
                  "batch": fp32.manifest["onnx"]["batch"]},
         "source": {"file": fp32.onnx_path.name, "sha256": fp32.manifest["onnx"]["sha256"]},
         "calibration": calibration,
-        "excluded": {"patterns": list(options.exclude), "nodes": list(excluded)},
+        "excluded": {"patterns": list(patterns), "from_spec": [p for p in patterns if p not in options.exclude],
+                     "nodes": list(excluded)},
         "details": details,
         "evaluation_photos": list(EVALUATION_PHOTOS),
         "validation": report.to_dict(),
@@ -233,11 +263,11 @@ def _manifest(spec, options: QuantizeOptions, fp32: ExportOutcome, staged: Path,
 
 def drift_rows(report: ValidationReport) -> list[tuple]:
     """Rows for the console's drift table: top-1 marked where it is not meaningful."""
-    from .validate import top1_meaningful
+    from .validate import top1_text
 
     rows = []
     for set_name, d in report.drift.items():
-        top1 = f"{d.top1_agreement:.0%}" + ("" if top1_meaningful(d) else " (not meaningful)")
+        top1 = top1_text(d)
         rows.append((set_name, d.samples, f"{d.max_abs:.2e}", f"{d.rel_l2:.2e}", f"{d.cosine:.6f}", f"{d.kl:.2e}",
                      top1, f"{d.top5_agreement:.0%}"))
     return rows

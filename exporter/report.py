@@ -58,7 +58,8 @@ ROW_FIELDS = (
     "family", "model", "weights", "weights_kind", "params", "gmacs", "img_size",
     "precision", "flavour", "backend", "batch", "threads", "iterations",
     "median_ms", "p90_ms", "p99_ms", "mean_ms", "device_median_ms", "images_per_s", "speedup_vs_fp32", "speedup_vs_eager",
-    "max_abs", "mean_abs", "cosine", "top1", "top1_meaningful", "top5", "drift_samples",
+    "max_abs", "mean_abs", "cosine", "top1", "top1_meaningful", "top1_confident", "confident_samples", "top5",
+    "drift_samples",
     "budget_min_cosine", "budget_min_top1", "budget_pass", "budget_misses",
     "artifact", "artifact_bytes", "reused",
 )
@@ -127,8 +128,9 @@ def budget_misses(rule: BudgetRule | None, drift: dict) -> list[str]:
     misses = []
     if rule.min_cosine is not None and drift["cosine"] < rule.min_cosine:
         misses.append(f"cosine {drift['cosine']:.6f} < {rule.min_cosine:g}")
-    if rule.min_top1 is not None and top1_meaningful(Drift(**drift)) and drift["top1_agreement"] < rule.min_top1:
-        misses.append(f"top-1 {drift['top1_agreement']:.0%} < {rule.min_top1:.0%}")
+    if rule.min_top1 is not None and top1_meaningful(Drift(**drift)) and drift["confident_top1_agreement"] < rule.min_top1:
+        misses.append(f"top-1 {drift['confident_top1_agreement']:.0%} on {drift['confident_samples']} confident "
+                      f"photos < {rule.min_top1:.0%}")
     return misses
 
 
@@ -449,6 +451,8 @@ def _row(base: dict, precision: str, flavour: str, backend: str, timing: Timing,
            "max_abs": drift and drift["max_abs"], "mean_abs": drift and drift["mean_abs"],
            "cosine": drift and drift["cosine"], "top1": drift and drift["top1_agreement"],
            "top1_meaningful": drift and top1_meaningful(Drift(**drift)),
+           "top1_confident": drift and drift["confident_top1_agreement"],
+           "confident_samples": drift and drift["confident_samples"],
            "top5": drift and drift["top5_agreement"], "drift_samples": drift and drift["samples"],
            "budget_min_cosine": rule and rule.min_cosine, "budget_min_top1": rule and rule.min_top1,
            "budget_pass": None if rule is None or drift is None else not misses,
@@ -611,7 +615,11 @@ def display_columns() -> list[tuple[str, Callable[[dict], str]]]:
 def _top1_cell(row: dict) -> str:
     if row["top1"] is None:
         return "—"
-    return f"{row['top1']:.0%}" + ("" if row["top1_meaningful"] else " (n/m)")
+    if not row["top1_meaningful"]:
+        return f"{row['top1']:.0%} (n/m)"
+    if row["confident_samples"] < row["drift_samples"]:
+        return f"{row['top1']:.0%} ({row['top1_confident']:.0%} of {row['confident_samples']} confident)"
+    return f"{row['top1']:.0%}"
 
 
 def _budget_cell(row: dict) -> str:

@@ -35,11 +35,17 @@ class OrtRunner:
     name = "ort"
 
     def __init__(self, onnx_path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",),
-                 threads: int | None = None):
+                 threads: int | None = None, fake_quant: bool = False):
+        """``fake_quant``: run Q/DQ pairs as written (quantize, dequantize, float op) instead of
+        fusing them into ORT's integer kernels. That is TensorRT's arithmetic (int8 products summed
+        exactly), free of the host's kernels: x86 CPUs without VNNI saturate int16 pair sums of
+        uint8 x int8 products (VPMADDUBSW), which alone cost real EfficientNet-Lite1 0.1 of cosine."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if fake_quant:
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(onnx_path), options, providers=list(providers))

@@ -42,9 +42,12 @@ INT8_BUDGET = Budget("int8", min_cosine=0.98, min_top1=0.95, top1_if_meaningful=
 # When do the reference's top-1 predictions mean something? Random weights, even BN-recalibrated,
 # either predict one class for every photo (MobileNetV2, GhostNet) or spread them with softmax gaps
 # of a few thousandths (ResNet-18), where any rounding flips a top-1. Trained weights on real
-# photos give many classes with clear winners. So top-1 agreement counts only where
+# photos give many classes with clear winners. So top-1 agreement is held to a budget only where
 #   - the reference's top-1s cover at least half as many distinct classes as there are samples, and
-#   - the median gap between its first and second softmax probability is at least 0.05.
+#   - the median gap between its first and second softmax probability is at least 0.05;
+# and then over the confident samples alone (gap >= metrics.CONFIDENT_MARGIN): a photo whose two
+# best classes are a near-tie (real EfficientNet-Lite1 on held-out photos: gaps 0.004, 0.053) flips
+# under small rounding and says nothing about the precision. Agreement over all samples is still reported.
 TOP1_MIN_CLASS_SHARE = 0.5
 TOP1_MIN_MARGIN = 0.05
 
@@ -52,6 +55,16 @@ TOP1_MIN_MARGIN = 0.05
 def top1_meaningful(d: Drift) -> bool:
     """Whether the reference's top-1s over a set are diverse and confident enough to compare."""
     return d.reference_classes >= max(2, TOP1_MIN_CLASS_SHARE * d.samples) and d.reference_margin >= TOP1_MIN_MARGIN
+
+
+def top1_text(d: Drift) -> str:
+    """Top-1 agreement as the console and reports print it."""
+    text = f"{d.top1_agreement:.0%}"
+    if not top1_meaningful(d):
+        return text + " (not meaningful)"
+    if d.confident_samples < d.samples:
+        text += f" ({d.confident_top1_agreement:.0%} of {d.confident_samples} confident)"
+    return text
 
 
 @dataclass(frozen=True)
@@ -91,13 +104,14 @@ def check_budget(budget: Budget, results: dict[str, Drift]) -> tuple[str, ...]:
                             f"scale (budget {budget.max_rel_abs:g})")
         if budget.min_cosine is not None and d.cosine < budget.min_cosine:
             failures.append(f"{set_name}: cosine {d.cosine:.6f} < {budget.min_cosine}")
-        if budget.min_top1 is not None and top1_checked(budget, d) and d.top1_agreement < budget.min_top1:
+        if budget.min_top1 is None:
+            continue
+        if not budget.top1_if_meaningful and d.top1_agreement < budget.min_top1:
             failures.append(f"{set_name}: top-1 agreement {d.top1_agreement:.1%} < {budget.min_top1:.0%}")
+        elif budget.top1_if_meaningful and top1_meaningful(d) and d.confident_top1_agreement < budget.min_top1:
+            failures.append(f"{set_name}: top-1 agreement {d.confident_top1_agreement:.1%} on the "
+                            f"{d.confident_samples} confident samples < {budget.min_top1:.0%}")
     return tuple(failures)
-
-
-def top1_checked(budget: Budget, d: Drift) -> bool:
-    return budget.min_top1 is not None and (not budget.top1_if_meaningful or top1_meaningful(d))
 
 
 def validate(reference: Runner, candidate: Runner, inputs: dict[str, np.ndarray], budget: Budget = FP32_BUDGET,

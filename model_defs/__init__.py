@@ -11,6 +11,7 @@ from . import (
     efficientnetv2,  # noqa: F401
     fbnet,  # noqa: F401
     fbnetv2,  # noqa: F401
+    fbnetv3,  # noqa: F401
     ghostnet,  # noqa: F401
     levit,  # noqa: F401
     mnasnet,  # noqa: F401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
@@ -31,7 +32,7 @@ class SqueezeExcite(nn.Module):
         self.gate = gate_layer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True))))
+        scale = self.conv_expand(self.act1(self.conv_reduce(global_avg_pool(x))))
         return x * self.gate(scale)
 
 
@@ -108,6 +109,13 @@ class LayerNorm2d(nn.LayerNorm):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, 1, 1). Exports as GlobalAveragePool, which ONNX Runtime runs in its
+    blocked NCHWc layout; ``x.mean((2, 3))`` exports as ReduceMean, which forces a layout reorder
+    around it (16 of them in EfficientNet-B0's SE blocks, 15% of its CPU latency)."""
+    return F.adaptive_avg_pool2d(x, 1)
+
+
 class ClassifierHead(nn.Module):
     """Global average pool -> Linear, with the ``head.fc`` name of timm's ``ClassifierHead``."""
 
@@ -116,7 +124,7 @@ class ClassifierHead(nn.Module):
         self.fc = nn.Linear(in_features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
-        return self.fc(x.mean((2, 3)))
+        return self.fc(global_avg_pool(x).flatten(1))
 
 
 def to_2tuple(size: int | tuple[int, int]) -> tuple[int, int]:

@@ -52,6 +52,9 @@ class ModelSpec:
     dynamic_batch: bool = True
     dynamic_batch_note: str = ""  # why not, where dynamic_batch is False
     aliases: tuple[str, ...] = ()
+    # Node-name globs of the exported graph that INT8 keeps in float unless told otherwise: layers
+    # measured too sensitive to quantize (say which measurement beside the variant).
+    int8_keep_float: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)

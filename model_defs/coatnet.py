@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._layers import BatchNormAct2d, ClassifierHead, LayerNorm2d, make_divisible
+from ._layers import BatchNormAct2d, ClassifierHead, LayerNorm2d, global_avg_pool, make_divisible
 from ._registry import INCEPTION_MEAN, INCEPTION_STD, register_model
 
 TRANSFORMER_NORM_EPS = 1e-6
@@ -59,7 +59,7 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(rd_channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True)))).sigmoid()
+        return x * self.fc2(self.act(self.fc1(global_avg_pool(x)))).sigmoid()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ Export: one HardSwish op needs opset >= 14 (P-HSWISH); at 13 the exporter decomp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -24,38 +25,52 @@ from ._efficientnet_blocks import BatchNormAct2d, BlockDef, BlockOptions, build_
 from ._layers import SqueezeExcite, make_divisible
 from ._registry import StateDict, register_model
 
+SELayer = Callable[[int, BlockDef, type[nn.Module]], nn.Module]
 
-def _build_mnv3_block(block: BlockDef, in_chs: int, out_chs: int, opts: BlockOptions) -> nn.Module:
-    """An MBConv block with MobileNetV3's SE: ReLU inside and a hard-sigmoid gate whatever the
-    block's activation, squeezing the expanded width (``build_block``'s EfficientNet SE squeezes the
-    block input with a sigmoid gate)."""
+
+def mobilenetv3_se(channels: int, block: BlockDef, act_layer: type[nn.Module]) -> nn.Module:
+    """MobileNetV3's SE: a quarter of the expanded width rounded to a multiple of 8, with a ReLU inside
+    whatever the block's activation (``act_layer``) and a hard-sigmoid gate."""
+    return SqueezeExcite(channels, make_divisible(channels * block.se_ratio, 8), nn.ReLU, nn.Hardsigmoid)
+
+
+def _build_mnv3_block(block: BlockDef, in_chs: int, out_chs: int, opts: BlockOptions,
+                      se_layer: SELayer) -> nn.Module:
+    """An MBConv block whose SE, where it has one, is ``se_layer(expanded width, block, block activation)``
+    (``build_block``'s EfficientNet SE squeezes the block input with the block's activation and a
+    sigmoid gate)."""
     built = build_block(block, in_chs, out_chs, opts)
     if block.se_ratio:
-        se_chs = built.conv_dw.out_channels
-        built.se = SqueezeExcite(se_chs, make_divisible(se_chs * block.se_ratio, 8), nn.ReLU, nn.Hardsigmoid)
+        built.se = se_layer(built.conv_dw.out_channels, block, block.act or opts.act_layer)
     return built
 
 
 class MobileNetV3(nn.Module):
-    """conv_stem -> bn1 -> blocks -> global_pool -> conv_head -> act2 -> classifier."""
+    """conv_stem -> bn1 -> blocks -> global_pool -> conv_head -> act2 -> classifier.
 
-    def __init__(self, stages: list[list[BlockDef]], num_features: int, num_classes: int = 1000, in_chans: int = 3,
-                 drop_rate: float = 0.2):
+    Hardswish wherever a block string does not ask for another activation. ``stem_size``,
+    ``stem_bias``, ``head_bias`` and ``se_layer`` are what FBNetV3 (``fbnetv3.py``) changes; timm
+    builds both with one class, and the same keys follow.
+    """
+
+    def __init__(self, stages: list[list[BlockDef]], num_features: int, *, stem_size: int = 16,
+                 stem_bias: bool = False, head_bias: bool = True, se_layer: SELayer = mobilenetv3_se,
+                 num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2):
         super().__init__()
-        self.conv_stem = nn.Conv2d(in_chans, 16, 3, 2, 1, bias=False)
-        self.bn1 = BatchNormAct2d(16, act_layer=nn.Hardswish)
+        self.conv_stem = nn.Conv2d(in_chans, stem_size, 3, 2, 1, bias=stem_bias)
+        self.bn1 = BatchNormAct2d(stem_size, act_layer=nn.Hardswish)
         opts = BlockOptions(act_layer=nn.Hardswish)
-        in_chs, built_stages = 16, []
+        in_chs, built_stages = stem_size, []
         for stage in stages:
             built = []
             for block in stage:
                 out_chs = make_divisible(block.out_chs)
-                built.append(_build_mnv3_block(block, in_chs, out_chs, opts))
+                built.append(_build_mnv3_block(block, in_chs, out_chs, opts, se_layer))
                 in_chs = out_chs
             built_stages.append(nn.Sequential(*built))
         self.blocks = nn.Sequential(*built_stages)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.conv_head = nn.Conv2d(in_chs, num_features, 1)
+        self.conv_head = nn.Conv2d(in_chs, num_features, 1, bias=head_bias)
         self.act2 = nn.Hardswish()
         self.flatten = nn.Flatten(1)
         self.drop_rate = drop_rate

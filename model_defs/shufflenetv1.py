@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._layers import channel_shuffle
+from ._layers import channel_shuffle, global_avg_pool
 from ._registry import register_model
 
 
@@ -94,7 +94,7 @@ class ShuffleNetV1(nn.Module):
         return self.features(self.maxpool(self.first_conv(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.forward_features(x).mean((2, 3)))
+        return self.classifier(global_avg_pool(self.forward_features(x)).flatten(1))
 
 
 @dataclass(frozen=True)

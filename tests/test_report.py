@@ -176,13 +176,13 @@ def test_budget_lookup_prefers_the_most_specific_row(tmp_path):
 def drift_dict(cosine: float, top1: float, classes: int, margin: float) -> dict:
     return Drift(samples=10, max_abs=0.1, mean_abs=0.01, rel_max_abs=0.01, rel_l2=0.01, cosine=cosine, kl=0.0,
                  top1_agreement=top1, top5_agreement=top1, reference_classes=classes,
-                 reference_margin=margin).to_dict()
+                 reference_margin=margin, confident_samples=10, confident_top1_agreement=top1).to_dict()
 
 
 def test_top1_is_held_only_where_it_means_something():
     rule = runner.BudgetRule("*", "int8", min_cosine=0.99, min_top1=0.95)
     confident = drift_dict(0.985, 0.90, classes=8, margin=0.3)
-    assert runner.budget_misses(rule, confident) == ["cosine 0.985000 < 0.99", "top-1 90% < 95%"]
+    assert runner.budget_misses(rule, confident) == ["cosine 0.985000 < 0.99", "top-1 90% on 10 confident photos < 95%"]
     one_class = drift_dict(0.995, 0.50, classes=1, margin=0.3)  # random weights: one class for every photo
     assert runner.budget_misses(rule, one_class) == []
     assert runner.budget_misses(None, confident) == []
