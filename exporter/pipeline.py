@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from model_defs import ModelSpec, get_spec, spec_with_size
+from model_defs import ModelSpec, definition_sha256, get_spec, spec_with_size
 
 from .artifacts import artifact_bytes, ensure_writable_dir, publish, sha256_file, staging_dir, write_json
 from .errors import ExportError, ValidationFailed
@@ -136,7 +136,7 @@ def reusable_export(name: str, options: ExportOptions = ExportOptions(), log: Lo
         manifest = json.loads(manifest_path.read_text())
         recorded = (manifest["model"], manifest["weights"], manifest["onnx"]["opset"], manifest["onnx"]["exporter"],
                     manifest["onnx"]["batch"], manifest["simplify"].get("reason") == "--no-simplify",
-                    manifest["versions"], manifest["validation"]["passed"])
+                    manifest["versions"], manifest["validation"]["passed"], manifest["definition_sha256"])
     except (OSError, ValueError, KeyError):
         return None
     if options.weights is not None:
@@ -144,7 +144,8 @@ def reusable_export(name: str, options: ExportOptions = ExportOptions(), log: Lo
     else:
         weights_match = recorded[1].get("kind") == "random" and recorded[1].get("seed") == options.seed
     wanted = (json.loads(json.dumps(spec.to_dict(), default=str)), options.opset, options.exporter,
-              "dynamic" if options.dynamic_batch else options.batch, not options.simplify, library_versions(), True)
+              "dynamic" if options.dynamic_batch else options.batch, not options.simplify, library_versions(), True,
+              definition_sha256(spec.name))
     if not weights_match or (recorded[0], *recorded[2:]) != wanted:
         return None
     if not onnx_path.is_file() or sha256_file(onnx_path) != manifest["onnx"]["sha256"]:
@@ -165,6 +166,7 @@ def _manifest(spec: ModelSpec, options: ExportOptions, weights: WeightsSource, e
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": spec.to_dict(),
+        "definition_sha256": definition_sha256(spec.name),
         "weights": asdict(weights),
         "onnx": {
             "file": f"{spec.name}.onnx",

@@ -35,6 +35,7 @@ from ._registry import (
     ModelEntry,
     ModelSpec,
     create_model,
+    definition_sha256,
     get_entry,
     get_spec,
     list_families,
@@ -46,6 +47,6 @@ from ._registry import (
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD", "ModelEntry", "ModelSpec",
-    "ModelStats", "count_macs", "create_model", "get_entry", "get_spec", "list_families",
+    "ModelStats", "count_macs", "create_model", "definition_sha256", "get_entry", "get_spec", "list_families",
     "list_models", "model_stats", "register_model", "resolve_name", "spec_with_size",
 ]

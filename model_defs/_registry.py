@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
+import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -104,6 +107,17 @@ def resolve_name(name: str) -> str:
 
 def get_entry(name: str) -> ModelEntry:
     return _MODELS[resolve_name(name)]
+
+
+def definition_sha256(name: str) -> str:
+    """sha256 over the source of ``name``'s family file and the shared ``model_defs/_*.py`` modules:
+    what decides the network a builder makes. Manifests record it, so an edited definition re-exports."""
+    module_file = Path(inspect.getsourcefile(get_entry(name).builder))
+    files = [module_file, *sorted(p for p in module_file.parent.glob("_*.py") if p != module_file)]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def get_spec(name: str) -> ModelSpec:

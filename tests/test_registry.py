@@ -7,6 +7,7 @@ import pytest
 from exporter.errors import InputSizeError, UnknownModelError
 from model_defs import (
     create_model,
+    definition_sha256,
     get_spec,
     list_families,
     list_models,
@@ -57,3 +58,9 @@ def test_spec_with_size_checks_divisor() -> None:
         spec_with_size(spec, 100)
     with pytest.raises(InputSizeError, match="at least"):
         spec_with_size(spec, 0)
+
+
+def test_definition_hash_follows_the_family_file():
+    assert definition_sha256("resnet18") == definition_sha256("resnet50")  # one family file
+    assert definition_sha256("resnet18") != definition_sha256("ghostnet_100")
+    assert len(definition_sha256("ghostnet")) == 64  # aliases resolve

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from exporter import report as runner
 from exporter.cli import cli
 from exporter.errors import BBExportError
 from exporter.metrics import Drift
+from exporter.pipeline import ExportOptions, reusable_export
 from exporter.timing import TimingOptions
-from model_defs import get_spec, spec_with_size
+from model_defs import definition_sha256, get_spec, spec_with_size
 
 MODELS = ("resnet18", "ghostnet_050")
 PRECISIONS = ("fp32", "int8")
@@ -103,6 +105,18 @@ def test_second_run_reuses_every_artifact(first_run):
     assert not report.failures
     assert manifests(options.artifacts) == before  # nothing re-exported or re-quantized
     assert all(r["reused"] for r in report.rows if r["backend"] != "torch")
+
+
+def test_an_edited_model_definition_is_exported_again(first_run, tmp_path):
+    options, _, _, _ = first_run
+    export = ExportOptions(img_size=64, out=tmp_path)
+    shutil.copytree(options.artifacts / "resnet18", tmp_path / "resnet18")
+    assert reusable_export("resnet18", export) is not None
+    manifest_path = tmp_path / "resnet18" / "resnet18.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["definition_sha256"] == definition_sha256("resnet18")
+    manifest_path.write_text(json.dumps({**manifest, "definition_sha256": "0" * 64}))  # as if resnet.py changed
+    assert reusable_export("resnet18", export) is None
 
 
 def test_changed_inputs_invalidate_the_manifest(first_run, tmp_path):
