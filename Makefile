@@ -6,8 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torchvision (needed by timm, the parity reference) pins its torch release.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-# Two workers, one thread each: the suite is many small exports, not one big matmul.
-PYTEST_ARGS ?= -n 2
+# Two workers, one thread each: the suite is many small exports, not one big matmul; work
+# stealing keeps both busy when a long export lands last.
+PYTEST_ARGS ?= -n 2 --dist worksteal
 
 MODEL ?= ghostnet_100
 OPSET ?= 17
