@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import io
 import logging
 import platform
@@ -52,6 +53,7 @@ class QdqResult:
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
+@functools.cache  # one read of /proc/cpuinfo per process, however many QuantizeOptions are made
 def host_int8_saturates(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether ONNX Runtime's uint8 x int8 kernels on this machine can saturate (x86 without VNNI).
     An x86 machine whose flags cannot be read is assumed to lack VNNI: 7-bit weights are always safe."""

@@ -40,7 +40,7 @@ from .metrics import drift as metrics_drift
 from .pipeline import ExportOptions, export_onnx, library_versions, reusable_export
 from .runners import OrtRunner, TorchRunner
 from .timing import Timing, TimingOptions, set_threads, time_runner
-from .validate import Budget, top1_meaningful
+from .validate import Budget, format_top1, top1_meaningful
 from .weights import build_model
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -615,11 +615,8 @@ def display_columns() -> list[tuple[str, Callable[[dict], str]]]:
 def _top1_cell(row: dict) -> str:
     if row["top1"] is None:
         return "—"
-    if not row["top1_meaningful"]:
-        return f"{row['top1']:.0%} (n/m)"
-    if row["confident_samples"] < row["drift_samples"]:
-        return f"{row['top1']:.0%} ({row['top1_confident']:.0%} of {row['confident_samples']} confident)"
-    return f"{row['top1']:.0%}"
+    return format_top1(row["top1"], row["top1_meaningful"], row["top1_confident"], row["confident_samples"],
+                       row["drift_samples"], not_meaningful=" (n/m)")
 
 
 def _budget_cell(row: dict) -> str:

@@ -58,12 +58,19 @@ def top1_meaningful(d: Drift) -> bool:
 
 
 def top1_text(d: Drift) -> str:
-    """Top-1 agreement as the console and reports print it."""
-    text = f"{d.top1_agreement:.0%}"
-    if not top1_meaningful(d):
-        return text + " (not meaningful)"
-    if d.confident_samples < d.samples:
-        text += f" ({d.confident_top1_agreement:.0%} of {d.confident_samples} confident)"
+    """Top-1 agreement as the console prints it."""
+    return format_top1(d.top1_agreement, top1_meaningful(d), d.confident_top1_agreement, d.confident_samples,
+                       d.samples)
+
+
+def format_top1(agreement: float, meaningful: bool, confident_agreement: float, confident: int, samples: int,
+                not_meaningful: str = " (not meaningful)") -> str:
+    """``90%``, ``90% (100% of 5 confident)`` or ``60%`` + ``not_meaningful``."""
+    text = f"{agreement:.0%}"
+    if not meaningful:
+        return text + not_meaningful
+    if confident < samples:
+        text += f" ({confident_agreement:.0%} of {confident} confident)"
     return text
 
 

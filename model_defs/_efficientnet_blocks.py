@@ -434,6 +434,19 @@ _TV_BLOCK_LAYOUTS: dict[tuple[str, ...], tuple[tuple[str, str] | str, ...]] = {
 _TV_SE = {"fc1": "se.conv_reduce", "fc2": "se.conv_expand"}
 
 
+def torchvision_end_key(parts: list[str], head: int) -> str | None:
+    """Our key for a torchvision MobileNetV2/EfficientNet key (split on dots) outside the blocks: the
+    classifier (Sequential(Dropout, Linear)), the stem ``features.0`` and the head conv
+    ``features.<head>`` (Conv2dNormActivation: ``.0`` conv, ``.1`` BN). None for a block's key."""
+    if parts[0] == "classifier":
+        return f"classifier.{parts[-1]}"
+    feature, rest = int(parts[1]), parts[2:]
+    if feature not in (0, head):
+        return None
+    conv, bn = ("conv_stem", "bn1") if feature == 0 else ("conv_head", "bn2")
+    return ".".join([conv if rest[0] == "0" else bn, *rest[1:]])
+
+
 def remap_torchvision_mbconv(state: StateDict) -> dict[str, torch.Tensor]:
     """torchvision EfficientNet / EfficientNetV2 (``features.*``, ``classifier.1``) -> our keys."""
     head = max(int(key.split(".")[1]) for key in state if key.startswith("features."))
@@ -445,14 +458,10 @@ def remap_torchvision_mbconv(state: StateDict) -> dict[str, torch.Tensor]:
     remapped = {}
     for key, value in state.items():
         parts = key.split(".")
-        if parts[0] == "classifier":  # Sequential(Dropout, Linear)
-            remapped[f"classifier.{parts[-1]}"] = value
+        if (end := torchvision_end_key(parts, head)) is not None:
+            remapped[end] = value
             continue
         stage, rest = int(parts[1]), parts[2:]
-        if stage in (0, head):  # Conv2dNormActivation: .0 conv, .1 BN
-            conv, bn = ("conv_stem", "bn1") if stage == 0 else ("conv_head", "bn2")
-            remapped[".".join([conv if rest[0] == "0" else bn, *rest[1:]])] = value
-            continue
         child_kinds = kinds[parts[1], parts[2]]
         layout = _TV_BLOCK_LAYOUTS[tuple(child_kinds[j] for j in sorted(child_kinds))]
         target, tail = layout[int(rest[2])], rest[3:]  # rest = [block_index, "block", j, ...]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._efficientnet_blocks import EfficientNet, decode_arch, round_channels
+from ._efficientnet_blocks import EfficientNet, decode_arch, round_channels, torchvision_end_key
 from ._registry import StateDict, register_model
 
 # The paper's Table 2 (t = e, c, n = r, s); stage widths before the width multiplier.
@@ -47,14 +47,10 @@ def remap_torchvision_mobilenetv2(state: StateDict) -> dict[str, torch.Tensor]:
     remapped = {}
     for key, value in state.items():
         parts = key.split(".")
-        if parts[0] == "classifier":  # Sequential(Dropout, Linear)
-            remapped[f"classifier.{parts[-1]}"] = value
+        if (end := torchvision_end_key(parts, head)) is not None:
+            remapped[end] = value
             continue
         feature, rest = int(parts[1]), parts[2:]
-        if feature in (0, head):
-            conv, bn = ("conv_stem", "bn1") if feature == 0 else ("conv_head", "bn2")
-            remapped[".".join([conv if rest[0] == "0" else bn, *rest[1:]])] = value
-            continue
         stage, index = positions[feature - 1]
         if parts[1] in expanded:
             names = {("0", "0"): "conv_pw", ("0", "1"): "bn1", ("1", "0"): "conv_dw", ("1", "1"): "bn2",
