@@ -94,6 +94,59 @@ def qdq_from_onnx(src: Path, dst: Path, ranges_file: Path, flavour: str, method:
     return QdqResult(dst, nodes, tuple(exclude_nodes))
 
 
+def without_quantization(quantized: onnx.ModelProto, fp32: onnx.ModelProto, nodes) -> onnx.ModelProto:
+    """A copy of ``quantized`` in which ``nodes`` compute in float: every input that reaches them
+    through a DequantizeLinear is taken from before its QuantizeLinear (activations, and the trt
+    flavour's float weights) or from the FP32 graph (the cpu flavour's int8 weights and int32 biases).
+    ORT folds a Relu/Clip that follows a quantized op into the QuantizeLinear's range; where that
+    happened, the activation is put back in front of the float node.
+
+    The cheap probe of the sensitivity search: one graph edit instead of a re-quantization. It is
+    close to, not the same as, quantizing with these nodes excluded, so published graphs are always
+    made by :func:`qdq_from_onnx`."""
+    model = onnx.ModelProto()
+    model.CopyFrom(quantized)
+    producers = {out: n for n in model.graph.node for out in n.output}
+    float_inputs = {n.name: list(n.input) for n in fp32.graph.node}
+    float_initializers = {init.name: init for init in fp32.graph.initializer}
+    kept = {n.name for n in model.graph.node}
+    folded = {n.output[0]: n for n in fp32.graph.node if n.op_type in ("Relu", "Clip") and n.name not in kept}
+    present = {init.name for init in model.graph.initializer} | set(producers)
+    wanted = set(nodes)
+    ordered: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        for k, name in enumerate(node.input if node.name in wanted else ()):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producers.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                source = q.input[0]
+                if source in folded and f"{source}__float" not in present:
+                    activation = onnx.NodeProto()
+                    activation.CopyFrom(folded[source])
+                    activation.name += "__float"
+                    activation.input[0], activation.output[0] = source, f"{source}__float"
+                    ordered.append(activation)
+                    present.add(activation.output[0])
+                node.input[k] = f"{source}__float" if source in folded else source
+                continue
+            original = float_inputs[node.name][k]
+            if original in float_initializers:
+                # The quantized graph may already name a tensor after it (a DequantizeLinear's output).
+                float_name = f"{original}__float"
+                if float_name not in present:
+                    weight = model.graph.initializer.add()
+                    weight.CopyFrom(float_initializers[original])
+                    weight.name = float_name
+                    present.add(float_name)
+                node.input[k] = float_name
+        ordered.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
+    return model
+
+
 @contextlib.contextmanager
 def _quiet_quantizer():
     """Silence ORT's progress prints and its advice to pre-process (our graphs are already

@@ -42,10 +42,10 @@ def _op_types(path) -> set[str]:
     return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
 
 
-@pytest.mark.parametrize(("name", "opset"), [("vit_tiny_patch16_224", 20), ("swin_tiny_patch4_window7_224", 17)])
+@pytest.mark.parametrize(("name", "opset"), [("vit_tiny_patch16_224", 20)])
 def test_dynamic_batch(name: str, opset: int, tmp_path) -> None:
-    """One graph runs batch 1 and 3 and matches PyTorch (Swin's window mask must broadcast over the
-    batch); LayerNorm stays one node, and no resize op is in the graph."""
+    """At opset 20 too (the registry suite exports at 17), one graph runs batch 1 and 3 and matches
+    PyTorch; LayerNorm stays one node, and no resize op is in the graph."""
     outcome = export_onnx(name, ExportOptions(dynamic_batch=True, opset=opset, out=tmp_path))
     assert outcome.validation.passed
     assert outcome.manifest["onnx"]["batch"] == "dynamic"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -13,11 +14,11 @@ from calibration import CALIBRATION_PHOTOS
 from exporter.errors import BBExportError, ValidationFailed
 from exporter.metrics import drift
 from exporter.pipeline import ExportOptions
-from exporter.qdq import weight_quantization
+from exporter.qdq import qdq_from_onnx, quantizable_nodes, weight_quantization, without_quantization
 from exporter.quantize import QuantizeOptions, int8_runner, quantize_model
 from exporter.runners import OrtRunner
 from exporter.validate import INT8_BUDGET, Budget, check_budget, top1_meaningful, validation_inputs
-from model_defs import get_spec
+from model_defs import get_spec, spec_with_size
 from model_defs.efficientnet import installed_lite_checkpoint, lite_package
 
 IMG_SIZE = 128  # a third of the work of 224 px; the budgets hold at both
@@ -218,3 +219,34 @@ def test_auto_exclude_reaches_its_target_and_records_it(export, int8_trt):
     assert auto["cosine_after"] >= target and auto["excluded"]
     assert outcome.manifest["excluded"]["nodes"] == auto["excluded"]
     assert set(auto["sensitivity"]) >= set(auto["excluded"])
+
+
+@pytest.mark.parametrize("outcome_name", ["int8_trt", "int8_cpu"])
+def test_a_graph_edit_puts_layers_back_in_float(request, outcome_name, tmp_path):
+    """The sensitivity probe: the INT8 graph with layers edited back to float (ORT's folded Relus
+    restored) loses what a re-quantization that excludes them loses; with none, it is unchanged."""
+    outcome = request.getfixturevalue(outcome_name)
+    options = outcome.manifest["options"]
+    photos = validation_inputs(spec_with_size(get_spec("resnet18"), IMG_SIZE))["photos"]
+    fp32 = onnx.load(str(outcome.fp32.onnx_path))
+    ranges = outcome.onnx_path.parent / outcome.manifest["calibration"]["cache"]["file"]
+
+    def quantized(excluded: tuple[str, ...], path: Path) -> Path:
+        return qdq_from_onnx(outcome.fp32.onnx_path, path, ranges, options["flavour"], options["method"], excluded,
+                             options["reduce_range"]).path
+
+    def logits(path: Path, model: onnx.ModelProto | None = None) -> np.ndarray:
+        if model is not None:
+            onnx.save(model, str(path))
+        return int8_runner(path, options["flavour"]).infer(photos)
+
+    every_layer = onnx.load(str(quantized((), tmp_path / "all.onnx")))
+    layers = quantizable_nodes(fp32, options["flavour"])[::2]
+    reference = OrtRunner(outcome.fp32.onnx_path).infer(photos)
+    loss_edited = 1 - drift(reference, logits(tmp_path / "edited.onnx",
+                                              without_quantization(every_layer, fp32, layers))).cosine
+    loss_requantized = 1 - drift(reference, logits(quantized(tuple(layers), tmp_path / "excluded.onnx"))).cosine
+    # trt: the same graph, op for op; cpu: ORT fuses the neighbours of an excluded layer differently
+    assert abs(loss_edited - loss_requantized) <= 0.2 * loss_requantized + 1e-7
+    assert np.array_equal(logits(tmp_path / "unchanged.onnx", without_quantization(every_layer, fp32, ())),
+                          logits(tmp_path / "all.onnx"))

@@ -82,3 +82,22 @@ def test_random_weights_are_bn_recalibrated() -> None:
     _, source = build_model("resnet18", seed=0)
     assert source.kind == "random" and source.bn_recalibrated
     assert "BN-recalibrated" in source.describe()
+
+
+def test_recalibrated_statistics_are_reused_for_the_same_variant_seed_and_size(monkeypatch) -> None:
+    """A report builds one model several times: the second build restores the statistics of the
+    first rather than recalibrating, and gets the very same weights."""
+    import exporter.weights as weights
+
+    first, _ = build_model("mobilenetv2_050", seed=3)
+
+    def no_recalibration(*args):
+        raise AssertionError("recalibrated twice")
+
+    monkeypatch.setattr(weights, "recalibrate_batchnorm", no_recalibration)
+    second, source = build_model("mobilenetv2_050", seed=3)
+    assert source.bn_recalibrated
+    expected = first.state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in second.state_dict().items())
+    with pytest.raises(AssertionError, match="recalibrated twice"):
+        build_model("mobilenetv2_050", seed=4)  # another seed: other random weights, other statistics
