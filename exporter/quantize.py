@@ -44,7 +44,7 @@ from .qdq import (
     weight_quantization,
     without_quantization,
 )
-from .runners import OrtRunner, TorchRunner
+from .runners import OrtRunner, TorchRunner, int8_runner
 from .validate import FP16_BUDGET, INT8_BUDGET, Budget, ValidationReport, validate_against, validation_inputs
 from .weights import build_model
 
@@ -246,13 +246,6 @@ def auto_exclusions(fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fix
                                f"quantizable layer kept in float")
     return result | {"cosine_after": cosine, "excluded": chosen, "probes": probes,
                      "sensitivity": {n: round(sensitivity[n], 8) for n in ranked}}
-
-
-def int8_runner(onnx_path: Path, flavour: str, threads: int | None = None) -> OrtRunner:
-    """How an INT8 ONNX is measured on the CPU: the cpu flavour through ONNX Runtime's integer
-    kernels (what it will run as); the trt flavour with its Q/DQ pairs run as written, which is
-    TensorRT's arithmetic rather than this host's int8 kernels."""
-    return OrtRunner(onnx_path, threads=threads, fake_quant=flavour == "trt")
 
 
 def _calibration_manifest(calib: CalibrationSet, cache, options: QuantizeOptions, trt_cache: Path | None) -> dict:

@@ -38,7 +38,7 @@ from .errors import BBExportError, first_line
 from .metrics import Drift
 from .metrics import drift as metrics_drift
 from .pipeline import ExportOptions, export_onnx, library_versions, reusable_export
-from .runners import OrtRunner, TorchRunner
+from .runners import OrtRunner, TorchRunner, int8_runner
 from .timing import Timing, TimingOptions, set_threads, time_runner
 from .validate import Budget, format_top1, top1_meaningful
 from .weights import build_model
@@ -46,7 +46,9 @@ from .weights import build_model
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("torch", "ort", "trt")
 # Each backend gets the INT8 flavour built for it: uint8/int8 Q/DQ for ONNX Runtime's CPU
-# provider, symmetric int8 Q/DQ where TensorRT fuses them.
+# provider, symmetric int8 Q/DQ where TensorRT fuses them. ``--int8-flavours cpu,trt`` also runs
+# the TensorRT flavour on ONNX Runtime, its Q/DQ as written: TensorRT's arithmetic at float speed,
+# the drift of the engine-to-be on a machine without a GPU.
 INT8_FLAVOUR = {"ort": "cpu", "trt": "trt"}
 DRIFT_BUDGET_FILE = Path(__file__).with_name("drift_budget.csv")
 RANDOM_WEIGHTS_NOTE = ("Drift measured on random (BN-recalibrated) weights is a smoke test of the export "
@@ -237,6 +239,7 @@ class ReportOptions:
     budget_file: Path = DRIFT_BUDGET_FILE
     cuda_graph: bool = False  # TensorRT rows replay a captured CUDA graph
     int8_method: str = "entropy"  # calibration method of the precision stage (entropy, max, percentile)
+    int8_flavours: tuple[str, ...] | None = None  # INT8 flavours ONNX Runtime runs; None: its own ("cpu")
 
     def __post_init__(self) -> None:
         for kind, values, allowed in (("precision", self.precisions, PRECISIONS),
@@ -245,6 +248,10 @@ class ReportOptions:
             if unknown or not values:
                 raise BBExportError(f"unknown {kind} {', '.join(unknown) or '(none)'}; choose from "
                                     f"{', '.join(allowed)}")
+        unknown = [f for f in self.int8_flavours or () if f not in INT8_FLAVOUR.values()]
+        if unknown or self.int8_flavours == ():
+            raise BBExportError(f"unknown INT8 flavour {', '.join(unknown) or '(none)'}; choose from "
+                                f"{', '.join(sorted(set(INT8_FLAVOUR.values())))}")
         if not self.batches or min(self.batches) < 1:
             raise BBExportError(f"batch sizes must be >= 1; got {self.batches}")
 
@@ -313,7 +320,8 @@ def run_report(models: Sequence[str], options: ReportOptions = ReportOptions(),
         "batches": list(options.batches), "img_size": options.img_size,
         "timing": {**asdict(options.timing), "threads": threads}, "artifacts": str(options.artifacts),
         "budget_file": str(options.budget_file), "evaluation_photos": list(EVALUATION_PHOTOS),
-        "calibration_photos": list(CALIBRATION_PHOTOS), "int8_flavours": INT8_FLAVOUR,
+        "calibration_photos": list(CALIBRATION_PHOTOS),
+        "int8_flavours": {backend: list(_flavours("int8", backend, options)) for backend in BACKENDS[1:]},
         "int8_method": options.int8_method,
     }
     return Report(rows, failures, machine_info(), settings, skipped)
@@ -380,27 +388,38 @@ def _model_rows(spec: ModelSpec, options: ReportOptions, backends: tuple[str, ..
 
     measure("fp32", "", "torch", reference, None, None)
     converted = {("fp32", ""): fp32}  # (precision, flavour) -> artifact: FP16 serves ORT and TensorRT alike
-    for precision in options.precisions:
-        for backend in (b for b in backends if b != "torch"):
-            flavour = INT8_FLAVOUR[backend] if precision == "int8" else ""
-            label = _label(precision, flavour)
-            try:
-                if (precision, flavour) not in converted:
-                    stage(f"convert to {label}")
-                    converted[precision, flavour] = quantized_artifact(spec, precision, flavour, export, fp32,
-                                                                        options.int8_method, log=log)
-                artifact = converted[precision, flavour]
-                if backend == "ort":
-                    runner, drift = OrtRunner(artifact.path, threads=options.timing.threads), artifact.photo_drift
-                else:
-                    stage(f"build TensorRT {label} engine")
-                    artifact, runner, drift = trt_engine(spec, artifact, precision, options, reference, photos)
-            except Exception as e:  # noqa: BLE001 - recorded; other precisions still get measured
-                fail(f"{label} {backend}", e)
-                continue
-            measure(precision, flavour, backend, runner, artifact, drift)
+    combinations = [(precision, flavour, backend) for precision in options.precisions
+                    for backend in backends if backend != "torch" for flavour in _flavours(precision, backend, options)]
+    for precision, flavour, backend in combinations:
+        label = _label(precision, flavour)
+        try:
+            if (precision, flavour) not in converted:
+                stage(f"convert to {label}")
+                converted[precision, flavour] = quantized_artifact(spec, precision, flavour, export, fp32,
+                                                                    options.int8_method, log=log)
+            artifact = converted[precision, flavour]
+            if backend == "ort":
+                runner = (int8_runner(artifact.path, flavour, options.timing.threads) if precision == "int8"
+                          else OrtRunner(artifact.path, threads=options.timing.threads))
+                drift = artifact.photo_drift
+            else:
+                stage(f"build TensorRT {label} engine")
+                artifact, runner, drift = trt_engine(spec, artifact, precision, options, reference, photos)
+        except Exception as e:  # noqa: BLE001 - recorded; other precisions still get measured
+            fail(f"{label} {backend}", e)
+            continue
+        measure(precision, flavour, backend, runner, artifact, drift)
     _add_speedups(rows)
     return rows
+
+
+def _flavours(precision: str, backend: str, options: ReportOptions) -> tuple[str, ...]:
+    """The INT8 flavours ``backend`` runs (TensorRT: its own only); "" for FP32 and FP16."""
+    if precision != "int8":
+        return ("",)
+    if backend == "trt" or options.int8_flavours is None:
+        return (INT8_FLAVOUR[backend],)
+    return options.int8_flavours
 
 
 def trt_engine(spec: ModelSpec, source: Artifact, precision: str, options: ReportOptions, reference: TorchRunner,
@@ -650,7 +669,9 @@ def machine_lines(report: Report) -> list[str]:
         f"Drift: against FP32 PyTorch on {len(s['evaluation_photos'])} held-out photos "
         f"({', '.join(s['evaluation_photos'])}); INT8 calibrated on the disjoint set "
         f"({', '.join(s['calibration_photos'])}, {s['int8_method']} calibration); budget {s['budget_file']}",
-    ]
+    ] + (["INT8 flavours: int8-cpu runs through ONNX Runtime's integer kernels; int8-trt on ort runs its Q/DQ "
+          "as written — TensorRT's arithmetic, at float speed: its latency is not TensorRT's"]
+         if any(r["flavour"] == "trt" and r["backend"] == "ort" for r in report.rows) else [])
 
 
 def report_markdown(report: Report) -> str:

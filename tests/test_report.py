@@ -221,3 +221,22 @@ def test_malformed_budget_is_a_user_error(tmp_path, text, fragment):
     table.write_text(text)
     with pytest.raises(BBExportError, match=fragment):
         runner.load_drift_budget(table)
+
+
+def test_trt_flavour_drift_on_ort_where_asked(first_run, tmp_path):
+    """``--int8-flavours cpu,trt``: ONNX Runtime also runs the TensorRT graph, Q/DQ as written, next
+    to the cpu flavour; the FP32 and cpu-flavour artifacts of the first run are reused."""
+    options, _, _, _ = first_run
+    both = replace(options, int8_flavours=("cpu", "trt"))
+    report = runner.run_report(["resnet18"], both)
+    assert not report.failures, report.failures
+    int8 = {r["flavour"]: r for r in report.rows if r["precision"] == "int8"}
+    assert set(int8) == {"cpu", "trt"} and {r["backend"] for r in int8.values()} == {"ort"}
+    assert int8["cpu"]["reused"] and not int8["trt"]["reused"]
+    trt_manifest = json.loads(Path(int8["trt"]["artifact"]).with_suffix(".json").read_text())
+    assert trt_manifest["details"]["measured_with"].startswith("Q/DQ run as written")
+    assert int8["trt"]["cosine"] == trt_manifest["validation"]["drift"]["photos"]["cosine"]
+    assert any("int8-trt on ort" in line for line in runner.machine_lines(report))
+    assert report.settings["int8_flavours"] == {"ort": ["cpu", "trt"], "trt": ["trt"]}
+    with pytest.raises(BBExportError, match="unknown INT8 flavour"):
+        replace(options, int8_flavours=("fp4",))
