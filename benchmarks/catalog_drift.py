@@ -27,25 +27,25 @@ HEADER = ("| Model | Params | GMACs | Input | FP16 cosine | INT8-cpu cosine | FP
           "| Budget |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
-def run_family(family: str, reports: Path, artifacts: Path, min_iters: int) -> float:
-    """One family's report (FP32/FP16/INT8 on PyTorch and ONNX Runtime); its wall time in seconds."""
-    started = time.perf_counter()
+def run_family(family: str, reports: Path, artifacts: Path, min_iters: int) -> None:
+    """One family's report: FP32/FP16/INT8 on PyTorch and ONNX Runtime."""
     subprocess.run([sys.executable, "-m", "exporter.cli", "report", "--family", family,
                     "--precisions", "fp32,fp16,int8", "--backends", "torch,ort", "--min-time", "0",
                     "--min-iters", str(min_iters), "--artifacts", str(artifacts), "--out", str(reports / family)],
                    check=False)
-    return time.perf_counter() - started
 
 
-def int8_misses(reports: Path, families: list[str]) -> list[str]:
-    """Variants whose INT8 (cpu flavour) row misses its budget in the family reports."""
-    misses = []
-    for family in families:
-        path = reports / family / "report.json"
-        if path.is_file():
-            misses += [r["model"] for r in json.loads(path.read_text())["rows"]
-                       if r["precision"] == "int8" and r["backend"] == "ort" and r["budget_pass"] is False]
-    return misses
+def load_reports(reports: Path) -> list[dict]:
+    """Every report.json under ``reports`` (one per family, or per part of one), oldest first."""
+    found = [json.loads(path.read_text()) for path in sorted(reports.glob("*/report.json"))]
+    return sorted(found, key=lambda report: report["created"])
+
+
+def int8_misses(reports: list[dict], families: list[str]) -> list[str]:
+    """Variants whose INT8 (cpu flavour) row misses its budget in the reports."""
+    return sorted({r["model"] for report in reports for r in report["rows"]
+                   if r["family"] in families and r["precision"] == "int8" and r["backend"] == "ort"
+                   and r["budget_pass"] is False})
 
 
 def auto_exclude(model: str, target: float, artifacts: Path, timeout: float) -> dict:
@@ -89,25 +89,38 @@ def misses_section(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def variant_rows(report: dict) -> list[str]:
-    """A table row per variant from one family's report.json."""
+def variant_rows(models: list[str], rows: list[dict], failures: list[dict]) -> list[str]:
+    """A table row per variant: its FP16 and INT8-cpu drift on ONNX Runtime, or why there is none."""
     by_model: dict[str, dict[str, dict]] = {}
-    for row in report["rows"]:
+    for row in rows:
         if row["backend"] == "ort" and row["batch"] == 1:
             label = row["precision"] + (f"-{row['flavour']}" if row["flavour"] else "")
             by_model.setdefault(row["model"], {})[label] = row
+    failed = {f["model"]: f for f in failures}
     lines = []
-    for model, rows in by_model.items():
-        fp32, fp16, int8 = rows.get("fp32"), rows.get("fp16"), rows.get("int8-cpu")
+    for model in models:
+        rows_of = by_model.get(model)
+        if not rows_of:
+            why = (f"FAILED at {failed[model]['stage']}: {failed[model]['error']}" if model in failed
+                   else f"not measured yet: `bbexport report --models {model}`")
+            lines.append(f"| {model} | {why} |" + " |" * 8)
+            continue
+        fp32, fp16, int8 = rows_of.get("fp32"), rows_of.get("fp16"), rows_of.get("int8-cpu")
         base = fp32 or fp16 or int8
-        misses = [f"{label}: {r['budget_misses']}" for label, r in rows.items() if r["budget_pass"] is False]
+        misses = [f"{label}: {r['budget_misses']}" for label, r in rows_of.items() if r["budget_pass"] is False]
         cells = [model, f"{base['params'] / 1e6:.2f}M", f"{base['gmacs']:.3f}", str(base["img_size"]),
                  _cosine(fp16), _cosine(int8), _size(fp32), _size(fp16), _size(int8),
                  "MISS " + "; ".join(misses) if misses else "pass"]
         lines.append("| " + " | ".join(cells) + " |")
-    for failure in report["failures"]:
-        lines.append(f"| {failure['model']} | FAILED at {failure['stage']}: {failure['error']} |" + " |" * 8)
     return lines
+
+
+def _command(settings: dict) -> str:
+    models = settings["models"]
+    family = get_spec(models[0]).family
+    chosen = f"--family {family}" if sorted(models) == sorted(list_models(family=family)) else \
+        f"--models {','.join(models)}"
+    return f"bbexport report {chosen}"
 
 
 def _size(row: dict | None) -> str:
@@ -118,24 +131,28 @@ def _cosine(row: dict | None) -> str:
     return f"{row['cosine']:.6f}" if row and row["cosine"] is not None else "—"
 
 
-def compile_page(reports: Path, families: list[str], times: dict[str, float], excluded: dict[str, dict]) -> str:
-    sections, machine, settings = [], None, None
+def compile_page(reports: list[dict], families: list[str], excluded: dict[str, dict]) -> str:
+    # A later report of a variant replaces an earlier one.
+    latest = {(r["model"], r["precision"], r["flavour"], r["backend"], r["batch"]): r
+              for report in reports for r in report["rows"]}
+    failures = [f for report in reports for f in report["failures"]]
+    sections = []
     for family in families:
-        path = reports / family / "report.json"
-        if not path.is_file():
-            sections.append(f"## {family}\n\nNo report yet: `benchmarks/catalog_drift.py --families {family}`.\n")
-            continue
-        report = json.loads(path.read_text())
-        machine, settings = machine or report["machine"], settings or report["settings"]
-        weights = sorted({r["weights"] for r in report["rows"]})
-        took = f" ({times[family] / 60:.1f} min)" if family in times else ""
-        sections.append(f"## {family}\n\n`bbexport report --family {family}`{took}; weights: "
-                        f"{', '.join(weights)}.\n\n{HEADER}\n" + "\n".join(variant_rows(report)) + "\n")
+        models = list_models(family=family)
+        rows = [r for r in latest.values() if r["family"] == family]
+        weights = sorted({r["weights"] for r in rows}) or ["—"]
+        made_by = [_command(report["settings"]) for report in reports
+                   if any(r["family"] == family for r in report["rows"])] or [f"bbexport report --family {family}"]
+        sections.append(f"## {family}\n\nMade by {', '.join(f'`{c}`' for c in made_by)}; weights: "
+                        f"{', '.join(weights)}.\n\n{HEADER}\n" + "\n".join(variant_rows(models, rows, failures))
+                        + "\n")
+    machine = reports[-1]["machine"] if reports else None
+    settings = reports[-1]["settings"] if reports else None
     intro = ["# Catalog drift: every variant, FP32 / FP16 / INT8",
              "",
-             "Made by `benchmarks/catalog_drift.py` (`make catalog`): `bbexport report --family F --precisions "
-             "fp32,fp16,int8 --backends torch,ort --min-time 0 --min-iters 3` for every family, at each "
-             "variant's default input size. Drift is cosine similarity of the logits to FP32 PyTorch on the "
+             "Made by `benchmarks/catalog_drift.py` (`make catalog`) from `bbexport report … --precisions "
+             "fp32,fp16,int8 --backends torch,ort --min-time 0 --min-iters 3` runs (each section names its "
+             "own), at each variant's default input size. Drift is cosine similarity of the logits to FP32 PyTorch on the "
              "10 held-out photos; INT8 is the cpu flavour with default options (entropy calibration on the "
              "disjoint calibration photos, 7-bit weights on this VNNI-less CPU, the variant's own "
              "`int8_keep_float` layers only). The family reports also time every row; those runs shared the "
@@ -173,18 +190,19 @@ def main() -> int:
         parser.error(f"unknown families: {', '.join(unknown)}")
     pending = [] if args.compile_only else [
         f for f in families if not (args.resume and (args.reports / f / "report.json").is_file())]
-    times = {f: run_family(f, args.reports, args.artifacts, args.min_iters) for f in pending}
+    for family in pending:
+        run_family(family, args.reports, args.artifacts, args.min_iters)
     searches = args.reports / "auto-exclude.json"
     excluded = json.loads(searches.read_text()) if searches.is_file() else {}
     if not args.compile_only:
-        for model in int8_misses(args.reports, families):
+        for model in int8_misses(load_reports(args.reports), families):
             if args.resume and model in excluded:
                 continue
             excluded[model] = auto_exclude(model, args.auto_exclude, args.artifacts / "auto-exclude",
                                            args.search_timeout)
             searches.write_text(json.dumps(excluded, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(compile_page(args.reports, families_all, times, excluded))
+    args.out.write_text(compile_page(load_reports(args.reports), families_all, excluded))
     print(f"wrote {args.out}")
     return 0
 
