@@ -131,7 +131,7 @@ def without_quantization(quantized: onnx.ModelProto, fp32: onnx.ModelProto, node
                     present.add(activation.output[0])
                 node.input[k] = f"{source}__float" if source in folded else source
                 continue
-            original = float_inputs[node.name][k]
+            original = float_inputs.get(node.name, [None] * (k + 1))[k]
             if original in float_initializers:
                 # The quantized graph may already name a tensor after it (a DequantizeLinear's output).
                 float_name = f"{original}__float"
@@ -183,6 +183,14 @@ def quantizable_nodes(model: onnx.ModelProto, flavour: str) -> tuple[str, ...]:
             continue  # a bias or scale, not a join of two activations: TensorRT fuses it into the producer
         names.append(node.name)
     return tuple(names)
+
+
+def dequantized_consumers(quantized: onnx.ModelProto) -> tuple[str, ...]:
+    """Nodes of a Q/DQ graph that read a dequantized tensor: every op the quantizer actually touched
+    (for the cpu flavour that is more than :func:`quantizable_nodes`: pools, sigmoids, concats …)."""
+    dequantized = {out for n in quantized.graph.node if n.op_type == "DequantizeLinear" for out in n.output}
+    return tuple(n.name for n in quantized.graph.node
+                 if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dequantized for i in n.input))
 
 
 def resolve_exclusions(model: onnx.ModelProto, patterns: tuple[str, ...]) -> tuple[str, ...]:

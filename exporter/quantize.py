@@ -37,9 +37,9 @@ from .pipeline import (
     reusable_export,
 )
 from .qdq import (
+    dequantized_consumers,
     host_int8_saturates,
     qdq_from_onnx,
-    quantizable_nodes,
     resolve_exclusions,
     weight_quantization,
     without_quantization,
@@ -201,7 +201,6 @@ def auto_exclusions(fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fix
     samples = calib.batch[:SENSITIVITY_SAMPLES]
     reference = OrtRunner(fp32_onnx).infer(samples)
     fp32_graph = onnx.load(str(fp32_onnx))
-    candidates = [n for n in quantizable_nodes(fp32_graph, options.flavour) if n not in fixed]
     probes = 0
 
     def cosine_of(path: Path) -> float:
@@ -219,6 +218,7 @@ def auto_exclusions(fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fix
     if start >= options.auto_exclude:
         return result | {"probes": probes}
     quantized = onnx.load(str(tmp / "probe.onnx"))
+    candidates = [n for n in dequantized_consumers(quantized) if n not in fixed]
 
     def edited(float_nodes) -> float:
         onnx.save(without_quantization(quantized, fp32_graph, float_nodes), str(tmp / "probe.onnx"))
