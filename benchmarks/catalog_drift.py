@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model_defs import get_spec, list_models  # noqa: E402
 
+SHOWN_LAYERS = 12  # most sensitive first; the manifest of the searched model lists them all
 HEADER = ("| Model | Params | GMACs | Input | FP16 cosine | INT8-cpu cosine | FP32 size | FP16 size | INT8 size "
           "| Budget |\n|---|---|---|---|---|---|---|---|---|---|")
 
@@ -68,8 +69,8 @@ def auto_exclude(model: str, target: float, artifacts: Path, timeout: float) -> 
             "probes": found.get("probes"), "seconds": round(time.perf_counter() - started, 1)}
 
 
-def misses_section(results: dict[str, dict]) -> str:
-    if not results:
+def misses_section(misses: list[str], results: dict[str, dict]) -> str:
+    if not misses:
         return ""
     lines = ["## INT8 misses and the layers kept in float",
              "",
@@ -79,11 +80,15 @@ def misses_section(results: dict[str, dict]) -> str:
              "",
              "| Model | Cosine before (calibration) | Layers kept in float | Held-out cosine after | Probes | Time |",
              "|---|---|---|---|---|---|"]
-    for model, r in sorted(results.items()):
-        if "error" in r:
-            lines.append(f"| {model} | — | search failed: {r['error']} | — | — | — |")
+    for model in misses:
+        r = results.get(model)
+        if r is None or "error" in r:
+            why = "not searched yet" if r is None else f"search failed: {r['error']}"
+            lines.append(f"| {model} | — | {why} | — | — | — |")
             continue
-        layers = ", ".join(f"`{name}`" for name in r["excluded"])
+        shown = r["excluded"][:SHOWN_LAYERS]
+        layers = ", ".join(f"`{name}`" for name in shown) + (
+            f" and {len(r['excluded']) - len(shown)} more" if len(r["excluded"]) > len(shown) else "")
         lines.append(f"| {model} | {r['cosine_before']:.6f} | {len(r['excluded'])}: {layers} | "
                      f"{r['photos_cosine']:.6f} | {r['probes']} | {r['seconds']:.0f} s |")
     return "\n".join(lines) + "\n"
@@ -167,7 +172,8 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
                   "- Libraries: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()),
                   f"- Budget: FP16 cosine ≥ 0.999, INT8 cosine ≥ 0.98 (`exporter/drift_budget.csv`); "
                   f"held-out photos: {', '.join(settings['evaluation_photos'])}", ""]
-    return "\n".join(intro) + "\n" + "\n".join(sections) + "\n" + misses_section(excluded)
+    return "\n".join(intro) + "\n" + "\n".join(sections) + "\n" + misses_section(int8_misses(reports, families),
+                                                                                   excluded)
 
 
 def main() -> int:
