@@ -151,6 +151,15 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
         sections.append(f"## {family}\n\nMade by {', '.join(f'`{c}`' for c in made_by)}; weights: "
                         f"{', '.join(weights)}.\n\n{HEADER}\n" + "\n".join(variant_rows(models, rows, failures))
                         + "\n")
+    measured = {r["model"] for r in latest.values() if r["backend"] == "ort"}
+    missing = [m for family in families for m in list_models(family=family) if m not in measured]
+    fp16_misses = sorted({r["model"] for r in latest.values() if r["precision"] == "fp16" and r["budget_pass"] is False})
+    int8_missed = int8_misses(reports, families)
+    summary = (f"**{len(measured)} variants measured**: FP16 within budget for "
+               f"{len(measured) - len(fp16_misses)}" + (f" (misses: {', '.join(fp16_misses)})" if fp16_misses else "")
+               + f", INT8-cpu for {len(measured) - len(int8_missed)}; {len(int8_missed)} INT8 misses, with the "
+               "sensitivity search at the end. "
+               + (f"Not measured yet: {', '.join(missing)}." if missing else "Every registered variant is measured."))
     machine = reports[-1]["machine"] if reports else None
     settings = reports[-1]["settings"] if reports else None
     intro = ["# Catalog drift: every variant, FP32 / FP16 / INT8",
@@ -167,6 +176,7 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
              "smoke test of the export and quantization path, not an accuracy claim. Residual branches whose "
              "last norm is zero-initialised (ResNet, MBConv families) contribute nothing on such weights.",
              ""]
+    intro += [summary, ""]
     if machine:
         intro += [f"- Machine: {machine['cpu']}, {machine['usable_cores']} cores, GPU: {machine['gpu'] or 'none'}",
                   "- Libraries: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()),
