@@ -122,16 +122,20 @@ def without_quantization(quantized: onnx.ModelProto, fp32: onnx.ModelProto, node
             q = producers.get(dq.input[0])
             if q is not None and q.op_type == "QuantizeLinear":
                 source = q.input[0]
-                if source in folded and f"{source}__float" not in present:
-                    activation = onnx.NodeProto()
-                    activation.CopyFrom(folded[source])
-                    activation.name += "__float"
-                    activation.input[0], activation.output[0] = source, f"{source}__float"
-                    ordered.append(activation)
-                    present.add(activation.output[0])
-                node.input[k] = f"{source}__float" if source in folded else source
+                if source in folded:
+                    restored = f"{source}__float"
+                    if restored not in present:
+                        activation = onnx.NodeProto()
+                        activation.CopyFrom(folded[source])
+                        activation.name += "__float"
+                        activation.input[0], activation.output[0] = source, restored
+                        ordered.append(activation)
+                        present.add(restored)
+                    source = restored
+                node.input[k] = source
                 continue
-            original = float_inputs.get(node.name, [None] * (k + 1))[k]
+            originals = float_inputs.get(node.name, [])
+            original = originals[k] if k < len(originals) else None
             if original in float_initializers:
                 # The quantized graph may already name a tensor after it (a DequantizeLinear's output).
                 float_name = f"{original}__float"

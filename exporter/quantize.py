@@ -208,16 +208,20 @@ def auto_exclusions(fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fix
         probes += 1
         return drift(reference, int8_runner(path, options.flavour).infer(samples)).cosine
 
-    def requantized(excluded: tuple[str, ...]) -> float:
-        return cosine_of(qdq_from_onnx(fp32_onnx, tmp / "probe.onnx", ranges, options.flavour, options.method,
-                                       excluded, options.reduce_range).path)
+    def quantize(excluded: tuple[str, ...], path: Path) -> Path:
+        return qdq_from_onnx(fp32_onnx, path, ranges, options.flavour, options.method, excluded,
+                             options.reduce_range).path
 
-    start = requantized(fixed)
+    def requantized(excluded: tuple[str, ...]) -> float:
+        return cosine_of(quantize(excluded, tmp / "probe.onnx"))
+
+    start_path = quantize(fixed, tmp / "quantized.onnx")
+    start = cosine_of(start_path)
     result = {"target": options.auto_exclude, "cosine_before": start, "cosine_after": start, "excluded": [],
               "sensitivity": {}}
     if start >= options.auto_exclude:
         return result | {"probes": probes}
-    quantized = onnx.load(str(tmp / "probe.onnx"))
+    quantized = onnx.load(str(start_path))
     candidates = [n for n in dequantized_consumers(quantized) if n not in fixed]
 
     def edited(float_nodes) -> float:
