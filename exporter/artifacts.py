@@ -44,9 +44,8 @@ def staging_dir(parent: Path) -> Iterator[Path]:
 def publish(staged: Path, final: Path) -> Path:
     """Atomically move a staged file (and its ONNX external-data sidecar, if any) into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    sidecar = staged.with_name(staged.name + ".data")
-    if sidecar.exists():
-        os.replace(sidecar, final.with_name(final.name + ".data"))
+    if sidecar_of(staged).exists():
+        os.replace(sidecar_of(staged), sidecar_of(final))
     os.replace(staged, final)
     return final
 
@@ -82,17 +81,27 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def sidecar_of(path: Path) -> Path:
+    """Where an ONNX graph's external data lives: one file, named after the graph (as ORT and
+    TensorRT's parser expect when given the graph's path)."""
+    return path.with_name(path.name + ".data")
+
+
 def sha256_file(path: Path) -> str:
+    """SHA-256 of a file and, for an ONNX graph with external data, of its sidecar after it: the
+    graph alone names its weights without holding them, so two weight sets would hash alike."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    for part in (path, sidecar_of(path)):
+        if part is path or part.exists():
+            with open(part, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
     return digest.hexdigest()
 
 
 def artifact_bytes(path: Path) -> int:
     """Size of an ONNX file together with its external-data sidecar."""
-    sidecar = path.with_name(path.name + ".data")
+    sidecar = sidecar_of(path)
     return path.stat().st_size + (sidecar.stat().st_size if sidecar.exists() else 0)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from calibration.data import CalibrationSet
 
-from .artifacts import sha256_file
+from .artifacts import sha256_file, sidecar_of
 from .errors import CalibrationDataError, first_line
 
 METHODS = ("entropy", "max", "percentile")
@@ -100,7 +100,8 @@ def _calibrate(onnx_path: Path, batch: np.ndarray, method: str, symmetric: bool,
     with tempfile.TemporaryDirectory(prefix="bbexport-calib-") as tmp:
         try:
             calibrator = create_calibrator(onnx_path, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                           calibrate_method=ort_calibration_method(method), extra_options=options)
+                                           calibrate_method=ort_calibration_method(method), extra_options=options,
+                                           use_external_data_format=sidecar_of(onnx_path).exists())
             input_name = calibrator.infer_session.get_inputs()[0].name
             static_batch = calibrator.infer_session.get_inputs()[0].shape[0]
             with contextlib.redirect_stdout(io.StringIO()):  # ORT prints a line per pass

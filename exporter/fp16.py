@@ -16,7 +16,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .onnx_export import check_onnx
+from .artifacts import sidecar_of
+from .onnx_export import check_onnx, infer_shapes, save_onnx
 
 KEEP_FP32_OPS = ("LayerNormalization", "GroupNormalization", "InstanceNormalization", "Softmax", "LogSoftmax",
                  "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "Pow", "Sqrt",
@@ -36,7 +37,8 @@ class Fp16Result:
 
 def fp16_from_onnx(src: Path, dst: Path, keep_fp32_ops: tuple[str, ...] = KEEP_FP32_OPS,
                    keep_fp32_nodes: tuple[str, ...] = ()) -> Fp16Result:
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(src)))
+    external = sidecar_of(src).exists()  # the output keeps its input's layout: ViT-H's FP32 needs a sidecar
+    model = infer_shapes(onnx.load(str(src)))
     graph = model.graph
     dtypes = {vi.name: vi.type.tensor_type.elem_type for vi in (*graph.input, *graph.output, *graph.value_info)}
     dtypes.update({init.name: init.data_type for init in graph.initializer})
@@ -97,8 +99,8 @@ def fp16_from_onnx(src: Path, dst: Path, keep_fp32_ops: tuple[str, ...] = KEEP_F
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.value_info[:]  # stale float32 annotations; re-inferred below
-    model = onnx.shape_inference.infer_shapes(model)
-    onnx.save(model, str(dst))
+    model = infer_shapes(model)
+    save_onnx(model, dst, external)
     check_onnx(dst)
     return Fp16Result(dst, tuple(sorted(high)), len(casts), clamped)
 

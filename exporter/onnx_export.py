@@ -11,6 +11,7 @@ import onnx
 import torch
 from torch import nn
 
+from .artifacts import sidecar_of
 from .errors import ExportError, MissingDependencyError, OpsetError, first_line
 
 INPUT_NAME = "input"
@@ -20,6 +21,7 @@ TORCHSCRIPT_MAX_OPSET = 20
 MIN_OPSET = 11
 # Models above this many bytes of weights exceed protobuf's 2 GB limit: weights go to a sidecar.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+LARGE_INITIALIZER_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,37 @@ def _fits_protobuf(path: Path) -> bool:
 
 
 def _move_weights_to_sidecar(path: Path) -> None:
-    proto = onnx.load(str(path))
-    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=path.name + ".data", size_threshold=1024)
+    save_onnx(onnx.load(str(path)), path, external_data=True)
+
+
+def save_onnx(proto: onnx.ModelProto, path: Path, external_data: bool) -> None:
+    """Save ``proto`` to ``path``, its weights in the one sidecar readers expect where asked."""
+    if external_data:
+        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=sidecar_of(path).name, size_threshold=1024)
+    else:
+        onnx.save(proto, str(path))
+
+
+def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``onnx.shape_inference.infer_shapes`` for models of any size: ONNX serializes the model to
+    infer, which protobuf refuses past 2 GB, so the bytes of large initializers are set aside
+    meanwhile (inference reads only small constants' values: shapes, axes, pads)."""
+    held = {}
+    for tensor in proto.graph.initializer:
+        if len(tensor.raw_data) > LARGE_INITIALIZER_BYTES:
+            held[tensor.name] = tensor.raw_data
+            tensor.ClearField("raw_data")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    finally:
+        for tensor in proto.graph.initializer:
+            if tensor.name in held:
+                tensor.raw_data = held[tensor.name]
+    for tensor in inferred.graph.initializer:
+        if tensor.name in held:
+            tensor.raw_data = held[tensor.name]
+    return inferred
 
 
 def _opset_message(text: str, opset: int) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .artifacts import sidecar_of
 from .calib_cache import ort_calibration_method
 from .errors import BBExportError
 
@@ -90,7 +91,8 @@ def qdq_from_onnx(src: Path, dst: Path, ranges_file: Path, flavour: str, method:
                         weight_type=QuantType.QInt8, reduce_range=reduce_range and flavour == "cpu",
                         nodes_to_quantize=list(nodes) if flavour == "trt" else None,
                         nodes_to_exclude=list(exclude_nodes), calibrate_method=ort_calibration_method(method),
-                        extra_options=options, calibration_cache_path=ranges_file)
+                        extra_options=options, calibration_cache_path=ranges_file,
+                        use_external_data_format=sidecar_of(src).exists())
     return QdqResult(dst, nodes, tuple(exclude_nodes))
 
 

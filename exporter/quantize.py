@@ -51,6 +51,7 @@ from .weights import build_model
 PRECISIONS = ("fp16", "int8")
 DEFAULT_EXPORT = ExportOptions()
 SENSITIVITY_SAMPLES = 8  # calibration samples the --auto-exclude search measures on (never held-out photos)
+NODE_PROBES_MAX = 96  # above this many candidates, the search ranks name scopes before nodes
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,9 @@ def auto_exclusions(fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fix
 
     A layer's sensitivity is the cosine lost when it alone is quantized. The graph is quantized
     once; each probe edits that graph (:func:`without_quantization`) rather than re-quantizing,
-    and the shortest prefix of the ranking that holds the target is found by bisection. The
+    and the shortest prefix of the ranking that holds the target is found by bisection. Where
+    there are more candidates than ``NODE_PROBES_MAX``, their name scopes are ranked and cut so
+    first, and only the nodes of the kept scopes are probed one by one. The
     count is then confirmed on a real re-quantization, or searched for by bisection on them.
     The search measures on calibration samples against the FP32 ONNX, so the held-out photos stay
     unseen until validation.
@@ -224,13 +227,17 @@ def auto_exclusions(fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fix
     quantized = onnx.load(str(start_path))
     candidates = [n for n in dequantized_consumers(quantized) if n not in fixed]
 
-    def edited(float_nodes) -> float:
+    @functools.cache
+    def edited(float_nodes: tuple[str, ...]) -> float:
         onnx.save(without_quantization(quantized, fp32_graph, float_nodes), str(tmp / "probe.onnx"))
         return cosine_of(tmp / "probe.onnx")
 
-    sensitivity = {n: 1.0 - edited([c for c in candidates if c != n]) for n in candidates}
-    ranked = sorted(candidates, key=lambda n: -sensitivity[n])
-    requantized_cosine = functools.cache(lambda k: requantized(fixed + tuple(ranked[:k])))
+    def ranked(units: dict[str, tuple[str, ...]]) -> list[str]:
+        """Units (one node, or a scope's nodes) by the cosine lost when each alone is quantized."""
+        for label, nodes in units.items():
+            alone = set(nodes)
+            sensitivity[label] = 1.0 - edited(tuple(c for c in candidates if c not in alone))
+        return sorted(units, key=lambda label: -sensitivity[label])
 
     def shortest_prefix(cosine_of_prefix, low: int, high: int) -> int:
         """The smallest k in [low, high] whose prefix reaches the target, assuming more float is never worse."""
@@ -239,17 +246,53 @@ def auto_exclusions(fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fix
             low, high = (low, middle) if cosine_of_prefix(middle) >= options.auto_exclude else (middle + 1, high)
         return low
 
-    count = shortest_prefix(lambda k: edited(ranked[:k]), 1, len(ranked))
+    sensitivity: dict[str, float] = {}
+    if len(candidates) <= NODE_PROBES_MAX:
+        units = {n: (n,) for n in candidates}
+        order, rest = ranked(units), []
+    else:
+        # Too many nodes to probe one by one (EfficientNet-B7 has over a thousand): rank their
+        # scopes (blocks) first, then the nodes of the scopes that reach the target together.
+        scopes = name_scopes(candidates, NODE_PROBES_MAX)
+        by_scope = ranked(scopes)
+        kept = shortest_prefix(lambda k: edited(members_of(scopes, by_scope[:k])), 1, len(by_scope))
+        members = members_of(scopes, by_scope[:kept])
+        rest = by_scope[kept:]  # left quantized; the confirmation below may still need them
+        if len(members) <= NODE_PROBES_MAX:
+            units = {n: (n,) for n in members} | {scope: scopes[scope] for scope in rest}
+            order = ranked({n: (n,) for n in members})
+        else:
+            units, order = scopes, by_scope[:kept]
+    count = shortest_prefix(lambda k: edited(members_of(units, order[:k])), 1, len(order))
+    order += rest
+    requantized_cosine = functools.cache(lambda k: requantized(fixed + members_of(units, order[:k])))
     # ORT keeps an excluded layer's input quantized where another consumer shares it: the published
     # graph can be short of the edited estimate, so the count is confirmed, or searched, on it.
     if requantized_cosine(count) < options.auto_exclude:
-        count = shortest_prefix(requantized_cosine, count + 1, len(ranked))
-    chosen, cosine = ranked[:count], requantized_cosine(count)
+        count = shortest_prefix(requantized_cosine, count + 1, len(order))
+    chosen, cosine = members_of(units, order[:count]), requantized_cosine(count)
     if cosine < options.auto_exclude:
         raise ValidationFailed(f"--auto-exclude {options.auto_exclude}: cosine only {cosine:.6f} with every "
                                f"quantizable layer kept in float")
-    return result | {"cosine_after": cosine, "excluded": chosen, "probes": probes,
-                     "sensitivity": {n: round(sensitivity[n], 8) for n in ranked}}
+    return result | {"cosine_after": cosine, "excluded": list(chosen), "probes": probes,
+                     "sensitivity": {label: round(value, 8) for label, value in
+                                     sorted(sensitivity.items(), key=lambda item: -item[1])}}
+
+
+def name_scopes(nodes: list[str], limit: int) -> dict[str, tuple[str, ...]]:
+    """``nodes`` grouped by the deepest scope of their names (``/blocks/blocks.3/blocks.3.1/…``)
+    that makes at most ``limit`` groups, in graph order."""
+    for depth in range(max(n.count("/") for n in nodes), 0, -1):
+        groups: dict[str, list[str]] = {}
+        for n in nodes:
+            groups.setdefault("/".join(n.split("/")[:depth]), []).append(n)
+        if len(groups) <= limit:
+            return {scope: tuple(members) for scope, members in groups.items()}
+    return {"": tuple(nodes)}
+
+
+def members_of(groups: dict[str, tuple[str, ...]], labels) -> tuple[str, ...]:
+    return tuple(n for label in labels for n in groups[label])
 
 
 def _calibration_manifest(calib: CalibrationSet, cache, options: QuantizeOptions, trt_cache: Path | None) -> dict:

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from .artifacts import sidecar_of
 from .errors import first_line
 from .metrics import drift
-from .onnx_export import check_onnx
+from .onnx_export import check_onnx, save_onnx
 from .runners import OrtRunner
 
 # Simplification only folds and fuses: anything above float32 round-off means a broken rewrite.
@@ -37,7 +38,7 @@ def simplified_from_onnx(src: Path, dst: Path, check_input: np.ndarray) -> Simpl
     """Simplify ``src`` into ``dst``; fall back to a copy of ``src`` when that is not safe."""
     import onnxsim
 
-    external = src.with_name(src.name + ".data").exists()
+    external = sidecar_of(src).exists()
     nodes_before = _node_count(src)
     try:
         simplified, checked = onnxsim.simplify(str(src), check_n=0, output_path=str(dst) if external else None)
@@ -64,7 +65,7 @@ def _rename_sidecar(path: Path) -> None:
     """onnxsim names the external-data file it writes at random (a UUID); publishing and every reader
     expect ``<file>.onnx.data``. Rename the file and point the graph at it, without loading weights."""
     proto = onnx.load(str(path), load_external_data=False)
-    wanted = path.name + ".data"
+    wanted = sidecar_of(path).name
     locations = set()
     for tensor in proto.graph.initializer:
         for entry in tensor.external_data:
@@ -80,12 +81,11 @@ def _rename_sidecar(path: Path) -> None:
 
 
 def _keep_original(src: Path, dst: Path, nodes: int, reason: str) -> SimplifyResult:
-    for path in (dst, dst.with_name(dst.name + ".data")):
+    for path in (dst, sidecar_of(dst)):
         path.unlink(missing_ok=True)
-    if src.with_name(src.name + ".data").exists():
+    if sidecar_of(src).exists():
         # The sidecar's file name is written inside the graph: re-save under the new name.
-        onnx.save_model(onnx.load(str(src)), str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=dst.name + ".data", size_threshold=1024)
+        save_onnx(onnx.load(str(src)), dst, external_data=True)
     else:
         shutil.copyfile(src, dst)
     return SimplifyResult(dst, False, reason, nodes, nodes, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,8 +12,14 @@ import pytest
 from onnx import TensorProto
 
 from calibration import CALIBRATION_PHOTOS
+from calibration.data import CalibrationSet
+from exporter import quantize
+from exporter.artifacts import sha256_file, sidecar_of
+from exporter.calib_cache import calibrated_ranges
 from exporter.errors import BBExportError, ValidationFailed
+from exporter.fp16 import fp16_from_onnx
 from exporter.metrics import drift
+from exporter.onnx_export import save_onnx
 from exporter.pipeline import ExportOptions
 from exporter.qdq import qdq_from_onnx, quantizable_nodes, weight_quantization, without_quantization
 from exporter.quantize import QuantizeOptions, int8_runner, quantize_model
@@ -221,6 +228,30 @@ def test_auto_exclude_reaches_its_target_and_records_it(export, int8_trt):
     assert set(auto["sensitivity"]) >= set(auto["excluded"])
 
 
+@pytest.mark.slow
+def test_a_search_over_many_layers_ranks_scopes_first(export, int8_trt, monkeypatch):
+    """Past NODE_PROBES_MAX candidates the search ranks blocks, then the nodes of the blocks it keeps."""
+    monkeypatch.setattr(quantize, "NODE_PROBES_MAX", 12)
+    target = 0.9999
+    outcome = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt", auto_exclude=target), export)
+    auto = outcome.manifest["details"]["auto_exclude"]
+    nodes = {n.name for n in _graph(outcome.fp32.onnx_path).node}
+    scopes = [label for label in auto["sensitivity"] if label not in nodes]
+    assert auto["cosine_after"] >= target and auto["excluded"]
+    assert scopes and all(any(n.startswith(scope + "/") for n in nodes) for scope in scopes)
+
+
+def test_name_scopes_are_the_deepest_that_fit_the_limit():
+    names = ["/stem/Conv", "/blocks/blocks.0/conv/Conv", "/blocks/blocks.0/Add", "/blocks/blocks.1/conv/Conv", "/head/Gemm"]
+    assert quantize.name_scopes(names, 5) == {"/stem/Conv": (names[0],), "/blocks/blocks.0/conv": (names[1],),
+                                              "/blocks/blocks.0/Add": (names[2],), "/blocks/blocks.1/conv": (names[3],),
+                                              "/head/Gemm": (names[4],)}
+    assert quantize.name_scopes(names, 4) == {"/stem/Conv": (names[0],), "/blocks/blocks.0": tuple(names[1:3]),
+                                              "/blocks/blocks.1": (names[3],), "/head/Gemm": (names[4],)}
+    assert quantize.name_scopes(names, 3) == {"/stem": (names[0],), "/blocks": tuple(names[1:4]), "/head": (names[4],)}
+    assert quantize.name_scopes(names, 2) == {"": tuple(names)}
+
+
 @pytest.mark.parametrize("outcome_name", ["int8_trt", "int8_cpu"])
 def test_a_graph_edit_puts_layers_back_in_float(request, outcome_name, tmp_path):
     """The sensitivity probe: the INT8 graph with layers edited back to float (ORT's folded Relus
@@ -250,3 +281,38 @@ def test_a_graph_edit_puts_layers_back_in_float(request, outcome_name, tmp_path)
     assert abs(loss_edited - loss_requantized) <= 0.2 * loss_requantized + 1e-7
     assert np.array_equal(logits(tmp_path / "unchanged.onnx", without_quantization(every_layer, fp32, ())),
                           logits(tmp_path / "all.onnx"))
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8-cpu", "int8-trt"])
+def test_a_graph_with_external_data_converts_to_a_graph_with_external_data(int8_cpu, tmp_path, precision):
+    """ViT-H's FP32 graph keeps its weights in a sidecar (protobuf stops at 2 GB): FP16 and INT8
+    read it through the sidecar and write theirs beside the new graph, numbers unchanged."""
+    fp32 = int8_cpu.fp32.onnx_path
+    external = tmp_path / "external.onnx"
+    save_onnx(onnx.load(str(fp32)), external, external_data=True)
+    photos = validation_inputs(spec_with_size(get_spec("resnet18"), IMG_SIZE))["photos"]
+    converted, plain = tmp_path / "converted.onnx", tmp_path / "plain.onnx"
+    if precision == "fp16":
+        fp16_from_onnx(external, converted)
+        fp16_from_onnx(fp32, plain)
+        runner = OrtRunner
+    else:
+        flavour = precision.split("-")[1]
+        ranges = calibrated_ranges(external, CalibrationSet(photos, "photos", "photos"), "max", flavour,
+                                   tmp_path / "calibration").path
+        qdq_from_onnx(external, converted, ranges, flavour, "max")
+        qdq_from_onnx(fp32, plain, ranges, flavour, "max")
+        runner = functools.partial(int8_runner, flavour=flavour)
+    assert sidecar_of(converted).stat().st_size > 4 * converted.stat().st_size
+    assert not sidecar_of(plain).exists()
+    np.testing.assert_array_equal(runner(converted).infer(photos), runner(plain).infer(photos))
+
+
+def test_the_hash_of_a_graph_with_external_data_covers_its_weights(int8_cpu, tmp_path):
+    external = tmp_path / "external.onnx"
+    save_onnx(onnx.load(str(int8_cpu.fp32.onnx_path)), external, external_data=True)
+    before = sha256_file(external)
+    with open(sidecar_of(external), "r+b") as sidecar:
+        sidecar.seek(1000)
+        sidecar.write(b"\x01\x02\x03\x04")
+    assert sha256_file(external) != before
