@@ -13,13 +13,18 @@ from PIL import Image
 from calibration import CALIBRATION_PHOTOS, EVALUATION_PHOTOS
 from calibration.data import CalibrationSet, load_calibration
 from exporter.calib_cache import (
+    Feed,
     amax_from_ranges,
     calibrated_ranges,
+    calibration_passes,
+    collect_histograms,
+    ort_calibrator,
     trt_calibration_scales,
     write_trt_calibration_cache,
 )
 from exporter.errors import CalibrationDataError
-from model_defs import get_spec, spec_with_size
+from exporter.onnx_export import onnx_from_model
+from model_defs import create_model, get_spec, spec_with_size
 
 SPEC = spec_with_size(get_spec("resnet18"), 32)
 
@@ -173,3 +178,22 @@ def test_trt_calibration_cache_format(tmp_path):
     assert lines[1] == f"/conv1/Conv_output_0: {struct.pack('>f', 0.1).hex()}"
     scales = trt_calibration_scales(path)
     assert scales["input"] == pytest.approx(0.02) and scales["/conv1/Conv_output_0"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histograms_collected_by_tensor_group_equal_onnx_runtimes_own(tmp_path, method):
+    """Big models calibrate their tensors a group at a time (bounded memory): every histogram comes
+    out exactly as ONNX Runtime's own collection, pass for pass."""
+    model_path = tmp_path / "resnet18.onnx"
+    onnx_from_model(create_model("resnet18"), model_path, (3, 32, 32), dynamic_batch=True)
+    batch = np.random.default_rng(0).standard_normal((11, 3, 32, 32), dtype=np.float32)
+    passes = calibration_passes(batch, 1)
+    own = ort_calibrator(model_path, method, False, tmp_path / "own.onnx")
+    for chunk in passes:
+        own.collect_data(Feed("input", chunk))
+    grouped = ort_calibrator(model_path, method, False, tmp_path / "grouped.onnx")
+    collect_histograms(grouped, "input", passes, pass_bytes=500_000)  # a few tensors a group
+    expected, got = own.collector.histogram_dict, grouped.collector.histogram_dict
+    assert len(passes) == 2 and set(got) == set(expected) and len(got) > 20
+    for name, histogram in expected.items():
+        assert all(np.array_equal(a, b) for a, b in zip(histogram, got[name], strict=True)), name
