@@ -211,7 +211,7 @@ def collect_histograms(calibrator, input_name: str, passes: list[list[np.ndarray
         for names in groups:
             values = {name: [] for name in names}
             for feed in feeds:
-                for name, value in zip(names, session.run(names, feed)):
+                for name, value in zip(names, session.run(names, feed), strict=True):
                     values[name].append(value.copy() if name in inputs else value)  # ORT may alias inputs
             calibrator.collector.collect(values)
 
