@@ -45,6 +45,7 @@ def publish(staged: Path, final: Path) -> Path:
     """Atomically move a staged file (and its ONNX external-data sidecar, if any) into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
     if sidecar_of(staged).exists():
+        os.chmod(sidecar_of(staged), 0o644)  # onnx writes external data owner-only
         os.replace(sidecar_of(staged), sidecar_of(final))
     os.replace(staged, final)
     return final

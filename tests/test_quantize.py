@@ -14,7 +14,7 @@ from onnx import TensorProto
 from calibration import CALIBRATION_PHOTOS
 from calibration.data import CalibrationSet
 from exporter import quantize
-from exporter.artifacts import sha256_file, sidecar_of
+from exporter.artifacts import publish, sha256_file, sidecar_of
 from exporter.calib_cache import calibrated_ranges
 from exporter.errors import BBExportError, ValidationFailed
 from exporter.fp16 import fp16_from_onnx
@@ -316,3 +316,11 @@ def test_the_hash_of_a_graph_with_external_data_covers_its_weights(int8_cpu, tmp
         sidecar.seek(1000)
         sidecar.write(b"\x01\x02\x03\x04")
     assert sha256_file(external) != before
+
+
+def test_a_published_sidecar_is_readable_like_its_graph(int8_cpu, tmp_path):
+    staged = tmp_path / "staged.onnx"
+    save_onnx(onnx.load(str(int8_cpu.fp32.onnx_path)), staged, external_data=True)  # onnx writes the data 0600
+    final = publish(staged, tmp_path / "published" / "model.onnx")
+    assert final.stat().st_mode & 0o777 == sidecar_of(final).stat().st_mode & 0o777 == 0o644
+    assert OrtRunner(final).infer(np.zeros((1, 3, IMG_SIZE, IMG_SIZE), np.float32)).shape == (1, 1000)
