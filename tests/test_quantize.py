@@ -321,6 +321,6 @@ def test_the_hash_of_a_graph_with_external_data_covers_its_weights(int8_cpu, tmp
 def test_a_published_sidecar_is_readable_like_its_graph(int8_cpu, tmp_path):
     staged = tmp_path / "staged.onnx"
     save_onnx(onnx.load(str(int8_cpu.fp32.onnx_path)), staged, external_data=True)  # onnx writes the data 0600
-    final = publish(staged, tmp_path / "published" / "model.onnx")
+    final = publish(staged, tmp_path / "published" / staged.name)  # the graph names its sidecar: same name
     assert final.stat().st_mode & 0o777 == sidecar_of(final).stat().st_mode & 0o777 == 0o644
     assert OrtRunner(final).infer(np.zeros((1, 3, IMG_SIZE, IMG_SIZE), np.float32)).shape == (1, 1000)
