@@ -259,8 +259,8 @@ def auto_exclusions(fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fix
         members = members_of(scopes, by_scope[:kept])
         rest = by_scope[kept:]  # left quantized; the confirmation below may still need them
         if len(members) <= NODE_PROBES_MAX:
-            units = {n: (n,) for n in members} | {scope: scopes[scope] for scope in rest}
-            order = ranked({n: (n,) for n in members})
+            singles = {n: (n,) for n in members}
+            units, order = singles | {scope: scopes[scope] for scope in rest}, ranked(singles)
         else:
             units, order = scopes, by_scope[:kept]
     count = shortest_prefix(lambda k: edited(members_of(units, order[:k])), 1, len(order))
