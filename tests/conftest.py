@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from model_defs import ModelSpec, model_stats
+from model_defs import ModelSpec, create_model, get_entry, model_stats
 
 # Both cores to the test process by default; xdist workers get one each.
 torch.set_num_threads(int(os.environ.get("BBEXPORT_TEST_THREADS", "2")))
@@ -53,16 +53,30 @@ def assert_same_outputs(reference: torch.nn.Module, ours: torch.nn.Module, x: to
     assert (got - expected).abs().max().item() <= PARITY_TOLERANCE * scale
 
 
-def reference_model(reference: str, num_classes: int) -> torch.nn.Module:
-    """Instantiate ``timm:<name>`` or ``torchvision:<name>`` with random weights, in eval mode."""
+def reference_model(reference: str, num_classes: int, **options) -> torch.nn.Module:
+    """Instantiate ``timm:<name>`` or ``torchvision:<name>`` with random weights, in eval mode;
+    ``options`` go to the library's constructor."""
     library, _, name = reference.partition(":")
     if library == "timm":
         timm = pytest.importorskip("timm", reason="parity tests need timm (pip install -e '.[test]')")
-        return timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, **options).eval()
     if library == "torchvision":
         models = pytest.importorskip("torchvision.models", reason="parity tests need torchvision")
-        return models.get_model(name, weights=None, num_classes=num_classes).eval()
+        return models.get_model(name, weights=None, num_classes=num_classes, **options).eval()
     raise ValueError(f"unknown reference library in {reference!r}")
+
+
+def assert_checkpoint_parity(reference: str, name: str, side: int = 224, remap: bool = False, **options) -> None:
+    """A random ``reference`` model's state_dict (norm statistics randomized) loads strictly into our
+    ``name``, through the family's remap where ``remap``, and both agree on a (2, 3, side, side) input."""
+    torch.manual_seed(0)
+    model = reference_model(reference, 1000, **options)
+    randomize_norm_stats(model)
+    ours = create_model(name)
+    state = model.state_dict()
+    ours.load_state_dict(get_entry(name).remap(state) if remap else state, strict=True)
+    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(1))
+    assert_same_outputs(model, ours, x)
 
 
 def randomize_norm_stats(model: torch.nn.Module, seed: int = 0) -> None:

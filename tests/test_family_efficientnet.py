@@ -10,7 +10,7 @@ from exporter.weights import load_weights
 from model_defs import create_model, get_spec
 from model_defs.efficientnet import installed_lite_checkpoint, lite_package
 
-from .conftest import assert_same_outputs, randomize_norm_stats, reference_model
+from .conftest import assert_checkpoint_parity
 
 TABBY_TO_EGYPTIAN_CAT = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO_OR_CUP = (967, 968)
@@ -35,10 +35,4 @@ def test_lite_checkpoint_classifies_photos(variant: str) -> None:
 
 def test_timm_efficientnet_b0_loads_without_remap() -> None:
     """Same keys and numerics as timm's efficientnet_b0 (the registry suite checks torchvision's)."""
-    torch.manual_seed(0)
-    reference = reference_model("timm:efficientnet_b0", 1000)
-    randomize_norm_stats(reference)
-    ours = create_model("efficientnet_b0")
-    ours.load_state_dict(reference.state_dict(), strict=True)
-    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    assert_same_outputs(reference, ours, x)
+    assert_checkpoint_parity("timm:efficientnet_b0", "efficientnet_b0")

@@ -3,20 +3,8 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
-
-from model_defs import create_model
-
-from .conftest import assert_same_outputs, randomize_norm_stats
+from .conftest import assert_checkpoint_parity
 
 
 def test_fbnetc_100_matches_timm_with_checkpoint_bn_eps() -> None:
-    timm = pytest.importorskip("timm", reason="parity reference: pip install -e '.[test]'")
-    torch.manual_seed(0)
-    reference = timm.create_model("fbnetc_100", bn_eps=1e-3).eval()
-    randomize_norm_stats(reference)
-    ours = create_model("fbnetc_100")
-    ours.load_state_dict(reference.state_dict(), strict=True)
-    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    assert_same_outputs(reference, ours, x)
+    assert_checkpoint_parity("timm:fbnetc_100", "fbnetc_100", bn_eps=1e-3)

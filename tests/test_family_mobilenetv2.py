@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
-from model_defs import create_model, get_entry
-
-from .conftest import assert_same_outputs, randomize_norm_stats, reference_model
+from .conftest import assert_checkpoint_parity
 
 
 def test_torchvision_mobilenet_v2_remap() -> None:
-    torch.manual_seed(0)
-    reference = reference_model("torchvision:mobilenet_v2", 1000)
-    randomize_norm_stats(reference)
-    ours = create_model("mobilenetv2_100")
-    ours.load_state_dict(get_entry("mobilenetv2_100").remap(reference.state_dict()), strict=True)
-    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    assert_same_outputs(reference, ours, x)
+    assert_checkpoint_parity("torchvision:mobilenet_v2", "mobilenetv2_100", remap=True)
