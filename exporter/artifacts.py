@@ -44,9 +44,10 @@ def staging_dir(parent: Path) -> Iterator[Path]:
 def publish(staged: Path, final: Path) -> Path:
     """Atomically move a staged file (and its ONNX external-data sidecar, if any) into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    if sidecar_of(staged).exists():
-        os.chmod(sidecar_of(staged), 0o644)  # onnx writes external data owner-only
-        os.replace(sidecar_of(staged), sidecar_of(final))
+    sidecar = sidecar_of(staged)
+    if sidecar.exists():
+        os.chmod(sidecar, 0o644)  # onnx writes external data owner-only
+        os.replace(sidecar, sidecar_of(final))
     os.replace(staged, final)
     return final
 

@@ -207,7 +207,7 @@ def collect_histograms(calibrator, input_name: str, passes: list[list[np.ndarray
             scenario=calibrator.scenario)
     inputs = {i.name for i in session.get_inputs()}
     for chunk in passes:
-        feeds = [{input_name: np.ascontiguousarray(b, dtype=np.float32)} for b in chunk]
+        feeds = _feeds(input_name, chunk)
         for names in groups:
             values = {name: [] for name in names}
             for feed in feeds:
@@ -225,11 +225,16 @@ def calibration_passes(batch: np.ndarray, model_batch: int) -> list[list[np.ndar
     return [groups[i:i + per_pass] for i in range(0, len(groups), per_pass)]
 
 
+def _feeds(input_name: str, batches: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """One ONNX Runtime feed per batch, as the float32 contiguous arrays ORT takes."""
+    return [{input_name: np.ascontiguousarray(b, dtype=np.float32)} for b in batches]
+
+
 class Feed:
     """ONNX Runtime's CalibrationDataReader protocol over a list of batches."""
 
     def __init__(self, input_name: str, batches: list[np.ndarray]):
-        self._items = iter([{input_name: np.ascontiguousarray(b, dtype=np.float32)} for b in batches])
+        self._items = iter(_feeds(input_name, batches))
 
     def get_next(self):
         return next(self._items, None)
