@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from exporter.errors import CalibrationDataError
+from bbruntime.errors import CalibrationDataError
 from model_defs import ModelSpec
 
 from .batchnorm import calibration_views

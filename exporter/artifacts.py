@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import OutputPathError
+from bbruntime.errors import OutputPathError
 
 
 def ensure_writable_dir(path: Path) -> Path:

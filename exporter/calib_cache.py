@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bbruntime.errors import CalibrationDataError, first_line
 from calibration.data import CalibrationSet
 
 from .artifacts import sha256_file, sidecar_of
-from .errors import CalibrationDataError, first_line
 
 METHODS = ("entropy", "max", "percentile")
 FLAVOURS = ("trt", "cpu")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .errors import BBExportError
+from bbruntime.errors import BBExportError
 
 
 class BBExportGroup(click.Group):
@@ -91,8 +91,9 @@ def onnx_command(model: str, opset: int, img_size: int | None, batch: int, dynam
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random weights.")
 def validate_command(onnx_file: Path, model_name: str, weights: Path | None, seed: int) -> None:
     """Re-validate an existing ONNX file against the PyTorch model."""
+    from bbruntime.errors import ValidationFailed
+
     from .console import validation_table
-    from .errors import ValidationFailed
     from .validate import validate_onnx_file
 
     report = validate_onnx_file(onnx_file, model_name, weights=weights, seed=seed)

@@ -11,8 +11,9 @@ import onnx
 import torch
 from torch import nn
 
+from bbruntime.errors import ExportError, MissingDependencyError, OpsetError, first_line
+
 from .artifacts import sidecar_of
-from .errors import ExportError, MissingDependencyError, OpsetError, first_line
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

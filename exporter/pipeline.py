@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
+from bbruntime.errors import ExportError, ValidationFailed
 from model_defs import ModelSpec, definition_sha256, get_spec, spec_with_size
 
 from .artifacts import artifact_bytes, ensure_writable_dir, publish, sha256_file, staging_dir, write_json
-from .errors import ExportError, ValidationFailed
 from .metrics import Drift
 from .onnx_export import ExportResult, onnx_from_model
 from .runners import OrtRunner, TorchRunner

@@ -32,9 +32,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from bbruntime.errors import BBExportError
+
 from .artifacts import sidecar_of
 from .calib_cache import ort_calibration_method
-from .errors import BBExportError
 
 # Ops whose inputs get Q/DQ in the TensorRT flavour (Add only where it joins two activations).
 TRT_QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "AveragePool", "GlobalAveragePool",

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import onnx
 
+from bbruntime.errors import BBExportError, ValidationFailed
 from calibration import CALIBRATION_PHOTOS, EVALUATION_PHOTOS
 from calibration.data import CalibrationSet, load_calibration
 from model_defs import get_spec, spec_with_size
 
 from .artifacts import artifact_bytes, publish, sha256_file, staging_dir, write_json
 from .calib_cache import FLAVOURS, METHODS, amax_from_ranges, calibrated_ranges, write_trt_calibration_cache
-from .errors import BBExportError, ValidationFailed
 from .fp16 import KEEP_FP32_OPS, fp16_from_onnx
 from .metrics import drift
 from .onnx_export import check_onnx

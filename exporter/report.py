@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bbruntime.errors import BBExportError, first_line
 from calibration import CALIBRATION_PHOTOS, EVALUATION_PHOTOS, preprocess_batch, sample_photos
 from model_defs import ModelSpec, get_spec, model_stats, spec_with_size
 
 from .artifacts import artifact_bytes, human_size, publish, sha256_file, staging_dir
-from .errors import BBExportError, first_line
 from .metrics import Drift
 from .metrics import drift as metrics_drift
 from .pipeline import ExportOptions, export_onnx, library_versions, reusable_export

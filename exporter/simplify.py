@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from bbruntime.errors import first_line
+
 from .artifacts import sidecar_of
-from .errors import first_line
 from .metrics import drift
 from .onnx_export import check_onnx, save_onnx
 from .runners import OrtRunner

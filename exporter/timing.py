@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import BBExportError
+from bbruntime.errors import BBExportError
+
 from .runners import Runner
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bbruntime.errors import BBExportError, ExportError, MissingDependencyError, ValidationFailed
+
 from .artifacts import (
     artifact_bytes,
     ensure_writable_dir,
@@ -32,7 +34,6 @@ from .artifacts import (
     write_bytes,
     write_json,
 )
-from .errors import BBExportError, ExportError, MissingDependencyError, ValidationFailed
 from .pipeline import ExportOptions, Logger, StageLog
 from .validate import ValidationReport
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bbruntime.errors import BBExportError
 from calibration import EVALUATION_PHOTOS, preprocess_batch, sample_photos
 from model_defs import ModelSpec, get_spec, spec_with_size
 
-from .errors import BBExportError
 from .metrics import Drift, drift
 from .runners import OrtRunner, Runner, TorchRunner
 from .weights import build_model

@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bbruntime.errors import WeightsError, first_line
 from calibration.batchnorm import recalibrate_batchnorm
 from model_defs import ModelSpec, create_model, get_entry, get_spec
 
 from .artifacts import sha256_file
-from .errors import WeightsError, first_line
 
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module", "net")
 _PREFIXES = ("module.", "model.", "_orig_mod.")

@@ -1,31 +1,12 @@
 """bbexport's own PyTorch definitions of every backbone family, behind one registry.
 
 Adding a family: write ``model_defs/<family>.py`` (docstring, blocks, model, ``_create_*``,
-config table, ``@register_model`` builders) and add its import below.
+config table, ``@register_model`` builders); it is imported, and so registered, by the loop below.
 """
 
-from . import (
-    botnet,  # noqa: F401
-    coatnet,  # noqa: F401
-    efficientnet,  # noqa: F401
-    efficientnetv2,  # noqa: F401
-    fbnet,  # noqa: F401
-    fbnetv2,  # noqa: F401
-    fbnetv3,  # noqa: F401
-    ghostnet,  # noqa: F401
-    levit,  # noqa: F401
-    mnasnet,  # noqa: F401
-    mobilenetv1,  # noqa: F401
-    mobilenetv2,  # noqa: F401
-    mobilenetv3,  # noqa: F401
-    nasnet,  # noqa: F401
-    pvt,  # noqa: F401
-    resnet,  # noqa: F401  (imports register the families)
-    shufflenetv1,  # noqa: F401
-    shufflenetv2,  # noqa: F401
-    swin,  # noqa: F401
-    vit,  # noqa: F401
-)
+import importlib
+import pkgutil
+
 from ._profile import ModelStats, count_macs, model_stats
 from ._registry import (
     IMAGENET_MEAN,
@@ -44,6 +25,11 @@ from ._registry import (
     resolve_name,
     spec_with_size,
 )
+
+# Every public module is a family file: importing it registers its variants, so adding a family
+# touches that one file. Sorted, so registration order (and any duplicate-name error) is stable.
+for _family in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
+    importlib.import_module(f"{__name__}.{_family}")
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD", "ModelEntry", "ModelSpec",

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from exporter.errors import InputSizeError, UnknownModelError
+from bbruntime.errors import InputSizeError, UnknownModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from exporter.errors import InputSizeError
+from bbruntime.errors import InputSizeError
 
 from ._layers import ClassifierHead, Mlp, to_2tuple
 from ._registry import register_model

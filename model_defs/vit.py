@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from exporter.errors import InputSizeError
+from bbruntime.errors import InputSizeError
 
 from ._layers import Mlp, to_2tuple
 from ._registry import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, register_model

@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from bbruntime.errors import CalibrationDataError
 from calibration import CALIBRATION_PHOTOS, EVALUATION_PHOTOS
 from calibration.data import CalibrationSet, load_calibration
 from exporter.calib_cache import (
@@ -22,7 +23,6 @@ from exporter.calib_cache import (
     trt_calibration_scales,
     write_trt_calibration_cache,
 )
-from exporter.errors import CalibrationDataError
 from exporter.onnx_export import onnx_from_model
 from model_defs import create_model, get_spec, spec_with_size
 

@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from exporter.errors import InputSizeError
+from bbruntime.errors import InputSizeError
 from exporter.onnx_export import onnx_from_model
 from exporter.pipeline import ExportOptions, export_onnx
 from model_defs import create_model, get_spec, list_models, spec_with_size

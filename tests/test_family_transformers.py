@@ -8,7 +8,7 @@ import onnx
 import pytest
 import torch
 
-from exporter.errors import InputSizeError
+from bbruntime.errors import InputSizeError
 from exporter.onnx_export import onnx_from_model
 from exporter.pipeline import ExportOptions, export_onnx
 from exporter.runners import OrtRunner, TorchRunner

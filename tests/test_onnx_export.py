@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from exporter.errors import OpsetError
+from bbruntime.errors import OpsetError
 from exporter.onnx_export import onnx_from_model
 from exporter.runners import OrtRunner, TorchRunner
 from model_defs import create_model

@@ -11,12 +11,12 @@ import onnx
 import pytest
 from onnx import TensorProto
 
+from bbruntime.errors import BBExportError, ValidationFailed
 from calibration import CALIBRATION_PHOTOS
 from calibration.data import CalibrationSet
 from exporter import quantize
 from exporter.artifacts import publish, sha256_file, sidecar_of
 from exporter.calib_cache import calibrated_ranges
-from exporter.errors import BBExportError, ValidationFailed
 from exporter.fp16 import fp16_from_onnx
 from exporter.metrics import drift
 from exporter.onnx_export import save_onnx

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.errors import InputSizeError, UnknownModelError
+from bbruntime.errors import InputSizeError, UnknownModelError
 from model_defs import (
     create_model,
     definition_sha256,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from bbruntime.errors import BBExportError
 from exporter import report as runner
 from exporter.cli import cli
-from exporter.errors import BBExportError
 from exporter.metrics import Drift
 from exporter.pipeline import ExportOptions, reusable_export
 from exporter.timing import TimingOptions

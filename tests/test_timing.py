@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from exporter.errors import BBExportError
+from bbruntime.errors import BBExportError
 from exporter.timing import TimingOptions, set_threads, time_runner
 
 

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
+from bbruntime.errors import BBExportError, ExportError
 from exporter.cli import cli
-from exporter.errors import BBExportError, ExportError
 from exporter.pipeline import ExportOptions
 from exporter.trt import (
     BatchProfile,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from exporter.errors import WeightsError
+from bbruntime.errors import WeightsError
 from exporter.weights import build_model, read_state_dict
 
 
