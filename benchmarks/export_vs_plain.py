@@ -22,12 +22,13 @@ import click
 import onnx
 import torch
 
+from bbruntime.metrics import Drift
+from bbruntime.runners import OrtRunner
+from bbruntime.timing import TimingOptions, time_runner
 from exporter.artifacts import human_size, publish, staging_dir
-from exporter.metrics import Drift
 from exporter.pipeline import ExportOptions
 from exporter.report import fp32_artifact, machine_info, quantized_artifact
-from exporter.runners import OrtRunner
-from exporter.timing import TimingOptions, set_threads, time_runner
+from exporter.runners import set_torch_threads
 from exporter.validate import INT8_BUDGET, top1_text
 from exporter.weights import build_model
 from model_defs import get_entry, get_spec
@@ -207,7 +208,7 @@ def markdown(results: list[Result], timing: TimingOptions, rounds: int, method: 
 @click.option("--out", type=click.Path(path_type=Path), default=ROOT / "docs" / "benchmarks.md", show_default=True)
 def main(models: str, threads: int | None, min_time: float, min_iters: int, rounds: int, int8_method: str,
          artifacts: Path, out: Path) -> None:
-    set_threads(threads)
+    set_torch_threads(threads)
     timing = TimingOptions(min_iters=min_iters, min_seconds=min_time, threads=threads)
     results = []
     with tempfile.TemporaryDirectory(prefix="bbexport-bench-") as scratch:

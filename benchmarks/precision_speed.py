@@ -18,10 +18,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bbruntime.runners import OrtRunner  # noqa: E402
+from bbruntime.timing import TimingOptions, time_runner  # noqa: E402
 from exporter.pipeline import ExportOptions, export_onnx, reusable_export  # noqa: E402
 from exporter.quantize import QuantizeOptions, quantize_model  # noqa: E402
-from exporter.runners import OrtRunner  # noqa: E402
-from exporter.timing import TimingOptions, time_runner  # noqa: E402
 
 TARGET_SPEEDUP = 2.5  # INT8 (cpu flavour) over FP32, issue 3
 LABELS = {"fp32": ("fp32", None), "fp16": ("fp16", None), "int8-cpu": ("int8", "cpu"), "int8-trt": ("int8", "trt")}

@@ -151,10 +151,10 @@ def report_command(family, models, all_models, precisions, backends, batches, im
                    min_iters, weights, budget, artifacts, out, seed, int8_method, int8_flavours, cuda_graph,
                    strict) -> None:
     """Drift and throughput per family, precision and backend: report.{md,json,csv,html} in OUT."""
+    from bbruntime.timing import TimingOptions
     from model_defs import list_families, list_models, resolve_name
 
     from . import report as runner
-    from .timing import TimingOptions
 
     if sum((family is not None, models is not None, all_models)) != 1:
         raise BBExportError("choose exactly one of --family F, --models a,b,c or --all")

@@ -16,12 +16,13 @@ from pathlib import Path
 import torch
 
 from bbruntime.errors import ExportError, ValidationFailed
+from bbruntime.metrics import Drift
+from bbruntime.runners import OrtRunner
 from model_defs import ModelSpec, definition_sha256, get_spec, spec_with_size
 
 from .artifacts import artifact_bytes, ensure_writable_dir, publish, sha256_file, staging_dir, write_json
-from .metrics import Drift
 from .onnx_export import ExportResult, onnx_from_model
-from .runners import OrtRunner, TorchRunner
+from .runners import TorchRunner
 from .simplify import SimplifyResult, simplified_from_onnx
 from .validate import Budget, ValidationReport, validate, validation_inputs
 from .weights import WeightsSource, build_model

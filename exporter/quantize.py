@@ -18,6 +18,8 @@ from pathlib import Path
 import onnx
 
 from bbruntime.errors import BBExportError, ValidationFailed
+from bbruntime.metrics import drift
+from bbruntime.runners import OrtRunner, int8_runner
 from calibration import CALIBRATION_PHOTOS, EVALUATION_PHOTOS
 from calibration.data import CalibrationSet, load_calibration
 from model_defs import get_spec, spec_with_size
@@ -25,7 +27,6 @@ from model_defs import get_spec, spec_with_size
 from .artifacts import artifact_bytes, publish, sha256_file, staging_dir, write_json
 from .calib_cache import FLAVOURS, METHODS, amax_from_ranges, calibrated_ranges, write_trt_calibration_cache
 from .fp16 import KEEP_FP32_OPS, fp16_from_onnx
-from .metrics import drift
 from .onnx_export import check_onnx
 from .pipeline import (
     ExportOptions,
@@ -44,7 +45,7 @@ from .qdq import (
     weight_quantization,
     without_quantization,
 )
-from .runners import OrtRunner, TorchRunner, int8_runner
+from .runners import TorchRunner
 from .validate import FP16_BUDGET, INT8_BUDGET, Budget, ValidationReport, validate_against, validation_inputs
 from .weights import build_model
 

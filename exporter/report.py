@@ -31,15 +31,16 @@ from pathlib import Path
 import numpy as np
 
 from bbruntime.errors import BBExportError, first_line
+from bbruntime.metrics import Drift
+from bbruntime.metrics import drift as metrics_drift
+from bbruntime.runners import OrtRunner, int8_runner
+from bbruntime.timing import Timing, TimingOptions, time_runner
 from calibration import CALIBRATION_PHOTOS, EVALUATION_PHOTOS, preprocess_batch, sample_photos
 from model_defs import ModelSpec, get_spec, model_stats, spec_with_size
 
 from .artifacts import artifact_bytes, human_size, publish, sha256_file, staging_dir
-from .metrics import Drift
-from .metrics import drift as metrics_drift
 from .pipeline import ExportOptions, export_onnx, library_versions, reusable_export
-from .runners import OrtRunner, TorchRunner, int8_runner
-from .timing import Timing, TimingOptions, set_threads, time_runner
+from .runners import TorchRunner, set_torch_threads
 from .validate import Budget, format_top1, top1_meaningful
 from .weights import build_model
 
@@ -299,7 +300,7 @@ def run_report(models: Sequence[str], options: ReportOptions = ReportOptions(),
                progress: ProgressCallback | None = None) -> Report:
     """Export, convert, validate and time each model; failures are recorded, never raised."""
     progress = progress or (lambda model, stage: None)
-    threads = set_threads(options.timing.threads)
+    threads = set_torch_threads(options.timing.threads)
     rules = load_drift_budget(options.budget_file)
     backends, skipped = _available_backends(options)
     rows: list[dict] = []

@@ -15,11 +15,11 @@ import numpy as np
 import onnx
 
 from bbruntime.errors import first_line
+from bbruntime.metrics import drift
+from bbruntime.runners import OrtRunner
 
 from .artifacts import sidecar_of
-from .metrics import drift
 from .onnx_export import check_onnx, save_onnx
-from .runners import OrtRunner
 
 # Simplification only folds and fuses: anything above float32 round-off means a broken rewrite.
 SIMPLIFY_TOLERANCE = 1e-4

@@ -8,8 +8,8 @@ ONNX (float32 I/O) and an INT8 engine from a Q/DQ ONNX, both made and measured o
 keeps the older route for Jetson (JetPack 6 ships 10.x): ``int8_mode="implicit"`` builds the FP32
 ONNX with ``BuilderFlag.INT8`` and an ``IInt8EntropyCalibrator2`` fed from the calibration data.
 
-``tensorrt`` is imported here only, inside functions, so the package and its CPU tests load
-without it. CUDA memory and streams come from torch.
+``tensorrt`` is imported inside functions, so the package and its CPU tests load without it. CUDA
+memory and streams come from cuda-python (:mod:`bbruntime.cuda`); the runner is :mod:`bbruntime.trt`'s.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bbruntime import cuda
 from bbruntime.errors import BBExportError, ExportError, MissingDependencyError, ValidationFailed
+from bbruntime.trt import TrtRunner, trt_available
 
 from .artifacts import (
     artifact_bytes,
@@ -47,23 +49,6 @@ CALIBRATOR_SOURCE = "builder flags + calibrator"
 
 # ----------------------------------------------------------------------------- availability
 
-def trt_available() -> str | None:
-    """None when TensorRT and a CUDA device are both usable, else what is missing, in words."""
-    missing = []
-    try:
-        import tensorrt  # noqa: F401
-    except (ImportError, OSError) as e:  # OSError: the wheel is there but a shared library is not
-        missing.append("tensorrt is not installed" if isinstance(e, ModuleNotFoundError) and e.name == "tensorrt"
-                       else f"tensorrt does not load ({_first_line(e)})")
-    import torch
-
-    if torch.version.cuda is None:
-        missing.append("no CUDA device (this torch build has no CUDA)")
-    elif not torch.cuda.is_available():
-        missing.append("no CUDA device")
-    return ", ".join(missing) or None
-
-
 def trt_major() -> int | None:
     """The installed TensorRT's major version, or None where it does not import."""
     try:
@@ -71,11 +56,6 @@ def trt_major() -> int | None:
     except (ImportError, OSError):
         return None
     return int(trt.__version__.split(".")[0])
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:160] if text else type(error).__name__
 
 
 # ----------------------------------------------------------------------------- plain checks
@@ -314,8 +294,6 @@ def _entropy_calibrator(trt, data: np.ndarray | None, cache_path: Path | None, o
     TensorRT calibrates explicit-batch networks at one fixed shape, so a final partial batch is
     dropped; get_batch_size() is 1 because the shape itself carries the batch.
     """
-    import torch
-
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
             trt.IInt8EntropyCalibrator2.__init__(self)  # the bindings need the base initialised explicitly
@@ -327,7 +305,9 @@ def _entropy_calibrator(trt, data: np.ndarray | None, cache_path: Path | None, o
             self.starts = iter(range(0, len(data) - batch + 1, batch)) if data is not None else iter(())
             self.images = 0
             self.cache_read = False
-            self.device_batch = None  # keeps the current batch alive while TensorRT reads it
+            sample_bytes = int(np.prod(self.batch_shape)) * 4
+            self.device_batch = cuda.Buffer(sample_bytes)  # one batch, reused: TensorRT reads it before the next
+            self.stream = cuda.Stream()
 
         def get_batch_size(self):
             return 1
@@ -336,11 +316,12 @@ def _entropy_calibrator(trt, data: np.ndarray | None, cache_path: Path | None, o
             start = next(self.starts, None)
             if start is None:
                 return None
-            chunk = np.ascontiguousarray(data[start:start + self.batch_shape[0]], dtype=np.float32)
-            self.device_batch = torch.from_numpy(chunk).cuda()
-            torch.cuda.synchronize()
+            chunk = self.device_batch.host_view(np.float32, self.batch_shape)
+            chunk[...] = data[start:start + self.batch_shape[0]]
+            self.device_batch.to_device(chunk.nbytes, self.stream.handle)
+            self.stream.synchronize()
             self.images += len(chunk)
-            return [int(self.device_batch.data_ptr())]
+            return [int(self.device_batch.device)]
 
         def read_calibration_cache(self):
             if cache_path is not None and Path(cache_path).is_file():
@@ -364,113 +345,7 @@ def _sidecar_path(engine_path: Path) -> Path:
 
 
 def _gpu() -> dict:
-    import torch
-
-    major, minor = torch.cuda.get_device_capability()
-    return {"name": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
-
-
-# ----------------------------------------------------------------------------- the runner
-
-class TrtRunner:
-    """Runs a serialized engine with ``infer(batch)``, like the torch and ONNX Runtime runners.
-
-    Device buffers are torch CUDA tensors whose addresses are handed to the execution context;
-    ``execute_async_v3`` runs on the runner's own stream. Each execution's device time, from CUDA
-    events around it, is appended to ``timings_ms``. With ``cuda_graph=True`` each batch size is
-    captured once (after a plain run, as TensorRT requires after a shape change) and replayed.
-    """
-
-    name = "trt"
-
-    def __init__(self, engine_path: Path, cuda_graph: bool = False):
-        import tensorrt as trt
-        import torch
-
-        self._torch = torch
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
-        if self.engine is None:
-            raise ExportError(f"TensorRT {trt.__version__} could not load {engine_path}: engines only load on "
-                              f"the TensorRT version and GPU model that built them")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if n not in inputs]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ExportError(f"{engine_path} has inputs {inputs} and outputs {outputs}; expected one of each")
-        (self.input_name,), (self.output_name,) = inputs, outputs
-        self.input_dtype = self._torch_dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
-        self.output_dtype = self._torch_dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
-        static_batch = self.engine.get_tensor_shape(self.input_name)[0]
-        self.static_batch = static_batch if static_batch >= 0 else None
-        self.max_batch = self.static_batch or self.engine.get_tensor_profile_shape(self.input_name, 0)[2][0]
-        self.stream = torch.cuda.Stream()
-        self.cuda_graph = cuda_graph
-        self._graphs: dict[int, tuple] = {}  # batch -> (graph, static input, static output)
-        self.timings_ms: list[float] = []
-
-    @staticmethod
-    def _torch_dtype(np_dtype):
-        import torch
-
-        return torch.from_numpy(np.zeros(0, dtype=np_dtype)).dtype
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Run ``batch`` in chunks the engine accepts (padding the last one for a static batch)."""
-        outputs = []
-        for start in range(0, len(batch), self.max_batch):
-            chunk = batch[start:start + self.max_batch]
-            pad = (self.static_batch - len(chunk)) if self.static_batch else 0
-            if pad:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-            outputs.append(self._execute(chunk)[: len(chunk) - pad])
-        return np.concatenate(outputs)
-
-    def synchronize(self) -> None:
-        self.stream.synchronize()
-
-    def _execute(self, chunk: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        with torch.cuda.stream(self.stream):
-            x = torch.from_numpy(np.ascontiguousarray(chunk)).to("cuda", self.input_dtype)
-            if self.cuda_graph and len(chunk) in self._graphs:
-                graph, static_in, out = self._graphs[len(chunk)]
-                static_in.copy_(x)
-                start.record(self.stream)
-                graph.replay()
-                end.record(self.stream)
-            else:
-                out = self._bind(x)
-                start.record(self.stream)
-                if not self.context.execute_async_v3(self.stream.cuda_stream):
-                    raise ExportError(f"TensorRT execution failed for a batch of {len(chunk)}")
-                end.record(self.stream)
-                if self.cuda_graph:
-                    self._capture(x, out)
-            result = out.float().cpu().numpy()
-        end.synchronize()
-        self.timings_ms.append(start.elapsed_time(end))
-        return result
-
-    def _bind(self, x):
-        """Set the input shape and both tensor addresses; returns the output buffer."""
-        if not self.context.set_input_shape(self.input_name, tuple(x.shape)):
-            raise ExportError(f"batch {tuple(x.shape)} is outside the engine's profile (max batch {self.max_batch})")
-        out = self._torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=self.output_dtype,
-                                device="cuda")
-        self.context.set_tensor_address(self.input_name, x.data_ptr())
-        self.context.set_tensor_address(self.output_name, out.data_ptr())
-        return out
-
-    def _capture(self, x, out) -> None:
-        """Record this batch size's execution into a CUDA graph bound to ``x`` and ``out``."""
-        graph = self._torch.cuda.CUDAGraph()
-        with self._torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise ExportError("TensorRT execution failed during CUDA graph capture")
-        self._graphs[len(x)] = (graph, x, out)
+    return asdict(cuda.current_device())
 
 
 # ----------------------------------------------------------------------------- the command

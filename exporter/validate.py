@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from bbruntime.errors import BBExportError
+from bbruntime.metrics import Drift, drift
+from bbruntime.runners import OrtRunner, Runner
 from calibration import EVALUATION_PHOTOS, preprocess_batch, sample_photos
 from model_defs import ModelSpec, get_spec, spec_with_size
 
-from .metrics import Drift, drift
-from .runners import OrtRunner, Runner, TorchRunner
+from .runners import TorchRunner
 from .weights import build_model
 
 RANDOM_SAMPLES = 4

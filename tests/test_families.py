@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bbruntime.runners import OrtRunner
 from exporter.pipeline import ExportOptions, export_onnx
-from exporter.runners import OrtRunner
 from model_defs import create_model, get_entry, get_spec, list_models, model_stats
 from model_defs._registry import spec_with_size
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from bbruntime.errors import InputSizeError
+from bbruntime.runners import OrtRunner
 from exporter.onnx_export import onnx_from_model
 from exporter.pipeline import ExportOptions, export_onnx
-from exporter.runners import OrtRunner, TorchRunner
+from exporter.runners import TorchRunner
 from exporter.weights import build_model
 from model_defs import create_model, get_entry, get_spec, spec_with_size
 

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from bbruntime.errors import OpsetError
+from bbruntime.runners import OrtRunner
 from exporter.onnx_export import onnx_from_model
-from exporter.runners import OrtRunner, TorchRunner
+from exporter.runners import TorchRunner
 from model_defs import create_model
 
 

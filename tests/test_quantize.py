@@ -12,18 +12,18 @@ import pytest
 from onnx import TensorProto
 
 from bbruntime.errors import BBExportError, ValidationFailed
+from bbruntime.metrics import drift
+from bbruntime.runners import OrtRunner
 from calibration import CALIBRATION_PHOTOS
 from calibration.data import CalibrationSet
 from exporter import quantize
 from exporter.artifacts import publish, sha256_file, sidecar_of
 from exporter.calib_cache import calibrated_ranges
 from exporter.fp16 import fp16_from_onnx
-from exporter.metrics import drift
 from exporter.onnx_export import save_onnx
 from exporter.pipeline import ExportOptions
 from exporter.qdq import qdq_from_onnx, quantizable_nodes, weight_quantization, without_quantization
 from exporter.quantize import QuantizeOptions, int8_runner, quantize_model
-from exporter.runners import OrtRunner
 from exporter.validate import INT8_BUDGET, Budget, check_budget, top1_meaningful, validation_inputs
 from model_defs import get_spec, spec_with_size
 from model_defs.efficientnet import installed_lite_checkpoint, lite_package

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from bbruntime.errors import BBExportError
+from bbruntime.metrics import Drift
+from bbruntime.timing import TimingOptions
 from exporter import report as runner
 from exporter.cli import cli
-from exporter.metrics import Drift
 from exporter.pipeline import ExportOptions, reusable_export
-from exporter.timing import TimingOptions
 from model_defs import definition_sha256, get_spec, spec_with_size
 
 MODELS = ("resnet18", "ghostnet_050")

@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 import torch
 
+from bbruntime.runners import OrtRunner
 from exporter.onnx_export import onnx_from_model
-from exporter.runners import OrtRunner
 from exporter.simplify import simplified_from_onnx
 from model_defs import create_model
 

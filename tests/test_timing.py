@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bbruntime.errors import BBExportError
-from exporter.timing import TimingOptions, set_threads, time_runner
+from bbruntime.timing import TimingOptions, time_runner
+from exporter.runners import set_torch_threads
 
 
 class CountingRunner:
@@ -87,7 +88,7 @@ def test_device_time_is_read_where_the_runner_records_it():
 def test_threads_are_set_and_recorded():
     before = torch.get_num_threads()
     try:
-        assert set_threads(1) == 1
+        assert set_torch_threads(1) == 1
         timing = time_runner(CountingRunner(), BATCH, TimingOptions(min_iters=2, min_seconds=0.0, threads=1))
         assert timing.threads == 1
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exporter.metrics import drift
+from bbruntime.metrics import drift
 from exporter.validate import FP32_BUDGET, Budget, check_budget, validation_inputs
 from model_defs import get_spec
 

@@ -66,16 +66,6 @@ class Timing:
         return {**asdict(self), "images_per_s": self.images_per_s}
 
 
-def set_threads(threads: int | None) -> int:
-    """Apply ``--threads`` to torch and return its intra-op thread count. ONNX Runtime sessions take
-    the same number per session (``OrtRunner(threads=...)``); both default to the physical cores."""
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
-
-
 def time_runner(runner: Runner, batch: np.ndarray, options: TimingOptions = TimingOptions()) -> Timing:
     """Warm ``runner`` up, then time ``runner.infer(batch)`` until both minimums are met."""
     sync = getattr(runner, "synchronize", None) or (lambda: None)
@@ -100,5 +90,5 @@ def time_runner(runner: Runner, batch: np.ndarray, options: TimingOptions = Timi
     return Timing(batch=len(batch), iterations=len(ms), seconds=elapsed,
                   median_ms=float(np.median(ms)), p90_ms=float(np.percentile(ms, 90)),
                   p99_ms=float(np.percentile(ms, 99)), mean_ms=float(ms.mean()), min_ms=float(ms.min()),
-                  threads=options.threads or set_threads(None),
+                  threads=options.threads or getattr(runner, "threads", 0),
                   device_median_ms=float(np.median(device_ms[device_before:])) if device_ms else None)
