@@ -4,6 +4,8 @@ The CLI prints a :class:`BBExportError` as one line and exits with its ``exit_co
 exception is a bug in bbexport and keeps its traceback.
 """
 
+import signal
+
 
 class BBExportError(Exception):
     """A problem with the user's input or environment, reported as one line."""
@@ -39,6 +41,10 @@ class CalibrationDataError(BBExportError):
     pass
 
 
+class ImageError(BBExportError):
+    """One image file that cannot be read as a picture (corrupt, truncated, too large to decode)."""
+
+
 class ValidationFailed(BBExportError):
     """An artifact's numbers miss their budget; the message carries the numbers."""
 
@@ -49,6 +55,20 @@ class MissingDependencyError(BBExportError):
     """An optional backend (TensorRT, CUDA) is not available on this machine."""
 
     exit_code = 3
+
+
+# Exit codes of the bbexport command: 0 done; 1 a drift budget missed (or a report row failed); 2 bad
+# input (or a full disk); 3 a backend missing here; 130 interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM).
+EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Interrupted(BaseException):
+    """SIGTERM arrived (SIGINT arrives as KeyboardInterrupt): unwinds the same way, so every staging
+    folder is removed on the way out. Not a BBExportError: nothing was wrong with the input."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.exit_code = EXIT_INTERRUPTED.get(signum, 128 + signum)
 
 
 def first_line(error: BaseException | str, limit: int = 240) -> str:

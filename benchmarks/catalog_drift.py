@@ -74,10 +74,14 @@ def auto_exclude(model: str, targets: tuple[float, ...], artifacts: Path, timeou
             "probes": found.get("probes"), "seconds": round(time.perf_counter() - started, 1)}
 
 
-def misses_section(misses: list[str], results: dict[str, dict]) -> str:
+MISSES_TITLE = "INT8 misses and the layers kept in float"
+
+
+def misses_section(misses: list[str], results: dict[str, dict], kept: dict[str, str]) -> str:
+    """The searches of every INT8 miss: run here (``results``), or kept from the previous page."""
     if not misses:
         return ""
-    lines = ["## INT8 misses and the layers kept in float",
+    lines = [f"## {MISSES_TITLE}",
              "",
              "For each INT8 row above that misses the budget: `bbexport quantize MODEL --precision int8 --flavour cpu "
              "--auto-exclude TARGET` (same weights; the search measures on calibration samples, the cosine after "
@@ -88,6 +92,9 @@ def misses_section(misses: list[str], results: dict[str, dict]) -> str:
              "|---|---|---|---|---|---|---|"]
     for model in misses:
         r = results.get(model)
+        if r is None and model in kept:
+            lines.append(kept[model])
+            continue
         if r is None or "error" in r:
             why = "not searched yet" if r is None else f"search failed: {r['error']}"
             lines.append(f"| {model} | — | — | {why} | — | — | — |")
@@ -142,25 +149,47 @@ def _cosine(row: dict | None) -> str:
     return f"{row['cosine']:.6f}" if row and row["cosine"] is not None else "—"
 
 
-def compile_page(reports: list[dict], families: list[str], excluded: dict[str, dict]) -> str:
+def previous_sections(page: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The family sections (``## family`` to the next heading) and the INT8-miss rows (by model) of a
+    page written before: what a compile keeps for families whose reports are not in this folder."""
+    sections, misses = {}, {}
+    for block in page.split("\n## ")[1:]:
+        title = block.split("\n", 1)[0].strip()
+        if title == MISSES_TITLE:
+            misses = {line.split(" | ")[0].lstrip("| ").strip(): line for line in block.splitlines()
+                      if line.startswith("| ") and not line.startswith(("| Model", "|---"))}
+        else:
+            sections[title] = "## " + block.rstrip() + "\n"
+    return sections, misses
+
+
+def compile_page(reports: list[dict], families: list[str], excluded: dict[str, dict], previous: str = "") -> str:
     # A later report of a variant replaces an earlier one.
     latest = {(r["model"], r["precision"], r["flavour"], r["backend"], r["batch"]): r
               for report in reports for r in report["rows"]}
     failures = [f for report in reports for f in report["failures"]]
+    kept, kept_misses = previous_sections(previous)
     sections = []
     for family in families:
         models = list_models(family=family)
         rows = [r for r in latest.values() if r["family"] == family]
+        if not rows and family in kept:  # measured before, by reports not in this folder
+            sections.append(kept[family])
+            continue
         weights = sorted({r["weights"] for r in rows}) or ["—"]
         made_by = [_command(report["settings"]) for report in reports
                    if any(r["family"] == family for r in report["rows"])] or [f"bbexport report --family {family}"]
         sections.append(f"## {family}\n\nMade by {', '.join(f'`{c}`' for c in made_by)}; weights: "
                         f"{', '.join(weights)}.\n\n{HEADER}\n" + "\n".join(variant_rows(models, rows, failures))
                         + "\n")
+    old_rows = kept_rows(kept, families, latest)
     measured = {r["model"] for r in latest.values() if r["backend"] == "ort"}
+    measured |= {m for m, line in old_rows.items() if "not measured yet" not in line}
     missing = [m for family in families for m in list_models(family=family) if m not in measured]
-    fp16_misses = sorted({r["model"] for r in latest.values() if r["precision"] == "fp16" and r["budget_pass"] is False})
-    int8_missed = int8_misses(reports, families)
+    fp16_misses = sorted({r["model"] for r in latest.values() if r["precision"] == "fp16" and r["budget_pass"] is False}
+                         | {m for m, line in old_rows.items() if "fp16:" in line.rsplit("|", 2)[-2]})
+    int8_missed = sorted(set(int8_misses(reports, families))
+                         | {m for m, line in old_rows.items() if "int8" in line.rsplit("|", 2)[-2]})
     summary = (f"**{len(measured)} variants measured**: FP16 within budget for "
                f"{len(measured) - len(fp16_misses)}" + (f" (misses: {', '.join(fp16_misses)})" if fp16_misses else "")
                + f", INT8-cpu for {len(measured) - len(int8_missed)}; {len(int8_missed)} INT8 misses, with the "
@@ -190,8 +219,23 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
                   "- Libraries: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()),
                   f"- Budget: FP16 cosine ≥ 0.999, INT8 cosine ≥ 0.98 (`exporter/drift_budget.csv`); "
                   f"held-out photos: {', '.join(settings['evaluation_photos'])}", ""]
-    return "\n".join(intro) + "\n" + "\n".join(sections) + "\n" + misses_section(int8_misses(reports, families),
-                                                                                   excluded)
+    else:  # nothing measured here: the machine the kept sections were measured on
+        intro += [line for line in previous.splitlines() if line.startswith(("- Machine:", "- Libraries:", "- Budget:"))]
+        intro += [""] if previous else []
+    return "\n".join(intro) + "\n" + "\n".join(sections) + "\n" + misses_section(int8_missed, excluded, kept_misses)
+
+
+def kept_rows(kept: dict[str, str], families: list[str], latest: dict) -> dict[str, str]:
+    """model -> its table line, for the families whose section is kept from the previous page."""
+    fresh = {r["family"] for r in latest.values()}
+    rows = {}
+    for family in families:
+        if family in kept and family not in fresh:
+            for model in list_models(family=family):
+                line = next((ln for ln in kept[family].splitlines() if ln.startswith(f"| {model} |")), None)
+                if line:
+                    rows[model] = line
+    return rows
 
 
 def main() -> int:
@@ -228,7 +272,8 @@ def main() -> int:
                                            args.search_timeout)
             searches.write_text(json.dumps(excluded, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(compile_page(load_reports(args.reports), families_all, excluded))
+    previous = args.out.read_text() if args.out.is_file() else ""
+    args.out.write_text(compile_page(load_reports(args.reports), families_all, excluded, previous))
     print(f"wrote {args.out}")
     return 0
 

@@ -26,14 +26,16 @@ from bbruntime.metrics import Drift
 from bbruntime.runners import OrtRunner
 from bbruntime.timing import TimingOptions, time_runner
 from exporter.artifacts import human_size, publish, staging_dir
+from exporter.budget import load_budget
 from exporter.pipeline import ExportOptions
 from exporter.report import fp32_artifact, machine_info, quantized_artifact
 from exporter.runners import set_torch_threads
-from exporter.validate import INT8_BUDGET, top1_text
-from exporter.weights import build_model
-from model_defs import get_entry, get_spec
+from exporter.subject import subject_for
+from exporter.validate import top1_text
+from model_defs import get_entry, get_spec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+INT8_MIN_COSINE = load_budget().budget("resnet50", "resnet", "int8").min_cosine
 
 TARGET_RATIO = 0.9  # issue 4: our graph at most 0.9x the plain export's latency
 TARGET_INT8 = 3.0  # issue 4: CPU-flavour INT8 at least 3x faster than FP32 on ResNet-50
@@ -125,12 +127,11 @@ def best_medians(runners: dict[str, OrtRunner], batch, timing: TimingOptions, ro
 
 
 def measure(name: str, artifacts: Path, scratch: Path, timing: TimingOptions, rounds: int, method: str) -> Result:
-    spec = get_spec(name)
-    export = ExportOptions(out=artifacts)
-    fp32 = fp32_artifact(spec, export)
-    int8 = quantized_artifact(spec, "int8", "cpu", export, fp32, method)
-    model, _ = build_model(name, spec=spec)
-    reference, note = reference_with_our_weights(name, model)
+    subject = subject_for(name)
+    spec, export = subject.spec, ExportOptions(out=artifacts)
+    fp32 = fp32_artifact(subject, export)
+    int8 = quantized_artifact(subject, "int8", "cpu", export, method)
+    reference, note = reference_with_our_weights(name, subject.model)
     plain = plain_export(reference, scratch / f"{name}.plain.onnx", spec.input_size)
     runners = {"plain": OrtRunner(plain, threads=timing.threads), "ours": OrtRunner(fp32.path, threads=timing.threads),
                "int8": OrtRunner(int8.path, threads=timing.threads)}
@@ -164,7 +165,7 @@ def markdown(results: list[Result], timing: TimingOptions, rounds: int, method: 
         "- Weights are random and BN-recalibrated: the drift columns are a smoke test, not an accuracy claim.",
         "",
         f"| Model | Nodes plain → bbexport | Plain ms | bbexport ms | bbexport / plain (target ≤ {TARGET_RATIO}) | "
-        f"INT8-cpu ms | FP32 / INT8 | INT8 cosine (budget ≥ {INT8_BUDGET.min_cosine}) | INT8 top-1 | "
+        f"INT8-cpu ms | FP32 / INT8 | INT8 cosine (budget ≥ {INT8_MIN_COSINE}) | INT8 top-1 | "
         "Size FP32 → INT8 | Weights |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -183,7 +184,7 @@ def markdown(results: list[Result], timing: TimingOptions, rounds: int, method: 
                      f"{r.plain_nodes - r.ours_nodes} fewer nodes; {same}.")
     resnet50 = next((r for r in results if r.model == "resnet50"), None)
     if resnet50:
-        in_budget = resnet50.int8_drift.cosine >= INT8_BUDGET.min_cosine
+        in_budget = resnet50.int8_drift.cosine >= INT8_MIN_COSINE
         lines.append(f"- resnet50 INT8-cpu: {resnet50.int8_speedup:.2f}× FP32 ("
                      f"{'meets' if resnet50.int8_speedup >= TARGET_INT8 else 'misses'} ≥ {TARGET_INT8}), cosine "
                      f"{resnet50.int8_drift.cosine:.4f} ({'within' if in_budget else 'outside'} the INT8 budget).")

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from bbruntime.errors import CalibrationDataError
+from bbruntime.errors import CalibrationDataError, ImageError
+from bbruntime.preprocess import read_image
 from model_defs import ModelSpec
 
 from .batchnorm import calibration_views
@@ -73,9 +73,8 @@ def _from_folder(folder: Path, spec: ModelSpec, limit: int | None, seed: int) ->
     tensors, skipped = [], []
     for path in files:
         try:
-            with Image.open(path) as image:
-                rgb = np.asarray(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError):  # truncated, corrupt or not really an image
+            rgb = read_image(path)
+        except ImageError:  # truncated, corrupt, a decompression bomb, or not really an image
             skipped.append(path.relative_to(folder).as_posix())
             continue
         tensors.append(preprocess(rgb, spec))

@@ -34,11 +34,37 @@ def staging_dir(parent: Path) -> Iterator[Path]:
     check has passed, so a failed run leaves nothing behind.
     """
     ensure_writable_dir(parent)
-    tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
+    remove_stale_staging(parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=parent))
     try:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+STAGING_PREFIX = ".staging-"  # then the owner's pid: a folder whose owner is gone can be told apart
+
+
+def remove_stale_staging(parent: Path) -> list[Path]:
+    """Remove the staging folders in ``parent`` whose owner process no longer exists (a run killed
+    with SIGKILL or by the OOM killer never reaches its cleanup). Live runs' folders stay."""
+    removed = []
+    for folder in parent.glob(f"{STAGING_PREFIX}*"):
+        owner = folder.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if folder.is_dir() and owner.isdigit() and not _process_exists(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def publish(staged: Path, final: Path) -> Path:

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import errno
+import signal
 import sys
 from pathlib import Path
 
 import click
 
-from bbruntime.errors import BBExportError
+from bbruntime.errors import EXIT_INTERRUPTED, BBExportError, Interrupted
+
+from .budget import PRECISIONS
+
+
+def _raise_interrupted(signum, _frame) -> None:
+    raise Interrupted(signum)
 
 
 class BBExportGroup(click.Group):
-    """Turns a :class:`BBExportError` into one line on stderr and its exit code."""
+    """Turns a :class:`BBExportError` into one line on stderr and its exit code; an interruption into
+    ``bbexport: interrupted`` and 130/143; a full disk into one line and exit 2."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -19,6 +28,15 @@ class BBExportGroup(click.Group):
         except BBExportError as e:
             click.echo(f"bbexport: error: {e}", err=True)
             sys.exit(e.exit_code)
+        except (KeyboardInterrupt, Interrupted) as e:
+            click.echo("bbexport: interrupted", err=True)
+            sys.exit(getattr(e, "exit_code", EXIT_INTERRUPTED[signal.SIGINT]))
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise  # not the user's to fix: a bug keeps its traceback
+            where = f" writing {e.filename}" if e.filename else ""
+            click.echo(f"bbexport: error: no space left on the device{where}; nothing was published", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=BBExportGroup)
@@ -49,6 +67,11 @@ def list_command(pattern: str, family: str | None) -> None:
     click.echo(table(("Model", "Family", "Params", "GMACs", "Input", "Aliases"), rows))
 
 
+BUDGET_OPTION = click.option("--budget", type=click.Path(path_type=Path, dir_okay=False),
+                             help="Drift budget CSV (default: exporter/drift_budget.csv).")
+EXPORT_FIELDS = ("opset", "img_size", "batch", "dynamic_batch", "weights", "out", "exporter", "seed", "budget")
+
+
 def _export_options(func):
     options = [
         click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset."),
@@ -62,24 +85,60 @@ def _export_options(func):
         click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
                      show_default=True),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of random weights."),
+        BUDGET_OPTION,
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
+def _quantization_options(func):
+    """How FP16/INT8 ONNX files are made: ``bbexport quantize`` and ``bbexport trt`` take the same."""
+    options = [
+        click.option("--calib", type=click.Path(path_type=Path),
+                     help="Calibration images (folder, recursive) or tensors (.npy/.npz); default: built-in photos."),
+        click.option("--calib-limit", type=click.IntRange(1), help="Calibrate on a seeded subset of N samples."),
+        click.option("--method", type=click.Choice(["entropy", "max", "percentile"]), default="entropy",
+                     show_default=True, help="INT8 calibration method."),
+        click.option("--exclude", multiple=True, metavar="PAT",
+                     help="Keep nodes in float: a node name, a glob over names or an op type (repeatable)."),
+        click.option("--auto-exclude", type=click.FloatRange(0, 1, min_open=True), metavar="COS",
+                     help="Keep the most sensitive layers in float until the cosine to FP32 reaches COS."),
+        click.option("--quantize-all", is_flag=True, help="INT8: quantize the layers the variant keeps in float "
+                                                          "by default (its spec's int8_keep_float)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _export_from(options: dict):
+    from .pipeline import ExportOptions
+
+    return ExportOptions(**{k: options[k] for k in EXPORT_FIELDS}, simplify=not options["no_simplify"])
+
+
+def _quantize_from(precision: str, flavour: str, options: dict, reduce_range: bool | None = None):
+    from .quantize import QuantizeOptions
+
+    return QuantizeOptions(precision=precision, flavour=flavour, method=options["method"], calib=options["calib"],
+                           calib_limit=options["calib_limit"], exclude=options["exclude"],
+                           auto_exclude=options["auto_exclude"], spec_exclusions=not options["quantize_all"],
+                           reduce_range=reduce_range)
+
+
 @cli.command("onnx")
 @click.argument("model")
 @_export_options
-def onnx_command(model: str, opset: int, img_size: int | None, batch: int, dynamic_batch: bool,
-                 weights: Path | None, out: Path, no_simplify: bool, exporter: str, seed: int) -> None:
-    """Export MODEL to ONNX, simplify it and validate it against PyTorch."""
-    from .console import print_stage, validation_table
-    from .pipeline import ExportOptions, export_onnx
+def onnx_command(model: str, **options) -> None:
+    """Export MODEL to ONNX, simplify it and validate it against PyTorch.
 
-    options = ExportOptions(opset=opset, img_size=img_size, batch=batch, dynamic_batch=dynamic_batch,
-                            weights=weights, out=out, simplify=not no_simplify, exporter=exporter, seed=seed)
-    outcome = export_onnx(model, options, log=print_stage)
+    MODEL is a registered variant (`bbexport list`), or timm:NAME / torchvision:NAME for any network those
+    libraries build."""
+    from .console import print_stage, validation_table
+    from .pipeline import export_onnx
+
+    outcome = export_onnx(model, _export_from(options), log=print_stage)
     click.echo(f"weights: {_weights_line(outcome.manifest['weights'])}")
     click.echo(validation_table(outcome.validation))
 
@@ -89,14 +148,15 @@ def onnx_command(model: str, opset: int, img_size: int | None, batch: int, dynam
 @click.option("--model", "model_name", required=True, help="Registered variant the file was exported from.")
 @click.option("--weights", type=click.Path(path_type=Path), help="Checkpoint the file was exported with.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random weights.")
-def validate_command(onnx_file: Path, model_name: str, weights: Path | None, seed: int) -> None:
+@BUDGET_OPTION
+def validate_command(onnx_file: Path, model_name: str, weights: Path | None, seed: int, budget: Path | None) -> None:
     """Re-validate an existing ONNX file against the PyTorch model."""
     from bbruntime.errors import ValidationFailed
 
     from .console import validation_table
     from .validate import validate_onnx_file
 
-    report = validate_onnx_file(onnx_file, model_name, weights=weights, seed=seed)
+    report = validate_onnx_file(onnx_file, model_name, weights=weights, seed=seed, budget_file=budget)
     click.echo(validation_table(report))
     if not report.passed:
         raise ValidationFailed(f"{onnx_file} does not match PyTorch: " + "; ".join(report.failures))
@@ -134,8 +194,7 @@ def _csv_list(kind: type = str):
               help="Iterations each row is measured for, at least.")
 @click.option("--weights", "weights", multiple=True, metavar="MODEL=PATH",
               help="A checkpoint for one model (repeatable); other models get random weights.")
-@click.option("--budget", type=click.Path(path_type=Path, dir_okay=False), help="Drift budget CSV "
-              "(default: exporter/drift_budget.csv).")
+@BUDGET_OPTION
 @click.option("--artifacts", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True,
               help="Where ONNX files are made, and reused while their inputs are unchanged.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)
@@ -155,23 +214,27 @@ def report_command(family, models, all_models, precisions, backends, batches, im
     from model_defs import list_families, list_models, resolve_name
 
     from . import report as runner
+    from .foreign import is_foreign
 
     if sum((family is not None, models is not None, all_models)) != 1:
         raise BBExportError("choose exactly one of --family F, --models a,b,c or --all")
     if family is not None and family.lower() not in list_families():
         raise BBExportError(f"unknown family {family!r}; families: {', '.join(list_families())}")
+    def canonical(name: str) -> str:
+        return name if is_foreign(name) else resolve_name(name)
+
     names = (list_models() if all_models else list_models(family=family) if family
-             else [resolve_name(m) for m in models])
+             else [canonical(m) for m in models])
     checkpoints = {}
     for item in weights:
         model, sep, path = item.partition("=")
         if not sep or not path:
             raise BBExportError(f"--weights takes MODEL=PATH; got {item!r}")
-        checkpoints[resolve_name(model)] = Path(path)
+        checkpoints[canonical(model)] = Path(path)
     timing = TimingOptions(min_iters=min_iters, min_seconds=min_time, threads=threads)
     options = runner.ReportOptions(precisions=precisions, backends=backends, batches=batches, img_size=img_size,
                                    timing=timing, artifacts=artifacts, weights=checkpoints, seed=seed,
-                                   budget_file=budget or runner.DRIFT_BUDGET_FILE, cuda_graph=cuda_graph,
+                                   budget_file=budget, cuda_graph=cuda_graph,
                                    int8_method=int8_method, int8_flavours=int8_flavours)
     with runner.live_progress(names) as progress:
         report = runner.run_report(names, options, progress=progress)
@@ -179,6 +242,10 @@ def report_command(family, models, all_models, precisions, backends, batches, im
     for line in runner.console_summary(report):
         click.echo(line)
     click.echo(f"report: {paths['html'].resolve()}")
+    if report.interrupted:
+        click.echo(f"bbexport: interrupted; the {len(report.rows)} rows finished are in {paths['json'].parent}",
+                   err=True)
+        sys.exit(report.interrupted)
     if report.failures:
         raise click.exceptions.Exit(1)
     if strict and report.budget_misses:
@@ -187,8 +254,7 @@ def report_command(family, models, all_models, precisions, backends, batches, im
 
 @cli.command("trt")
 @click.argument("model")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
-@click.option("--calib", type=click.Path(path_type=Path), help="Calibration images (folder) or tensors (.npy/.npz).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option("--workspace", "workspace_gb", type=click.FloatRange(0, min_open=True), default=4.0,
               show_default=True, help="Builder workspace memory pool, GB.")
 @click.option("--min-batch", type=int, help="Smallest batch of the engine's profile (needs --dynamic-batch).")
@@ -197,64 +263,42 @@ def report_command(family, models, all_models, precisions, backends, batches, im
 @click.option("--timing-cache", type=click.Path(path_type=Path), help="Timing cache to reuse and update.")
 @click.option("--int8-mode", type=click.Choice(["explicit", "implicit"]), default="explicit", show_default=True,
               help="explicit: build the Q/DQ ONNX; implicit (TensorRT 10.x only): calibrate in the builder.")
+@_quantization_options
 @_export_options
-def trt_command(model: str, precision: str, calib: Path | None, workspace_gb: float, min_batch: int | None,
-                opt_batch: int | None, max_batch: int | None, timing_cache: Path | None, int8_mode: str,
-                opset: int, img_size: int | None, batch: int, dynamic_batch: bool, weights: Path | None,
-                out: Path, no_simplify: bool, exporter: str, seed: int) -> None:
+def trt_command(model: str, precision: str, workspace_gb: float, min_batch: int | None, opt_batch: int | None,
+                max_batch: int | None, timing_cache: Path | None, int8_mode: str, **options) -> None:
     """Make MODEL's ONNX-side products for PRECISION, then build and validate a TensorRT engine.
 
     Exits 3 with one line naming what is missing where TensorRT or a CUDA device is not available.
     """
     from .console import print_stage, validation_table
-    from .pipeline import ExportOptions
     from .trt import TrtOptions, trt_from_model
 
-    export = ExportOptions(opset=opset, img_size=img_size, batch=batch, dynamic_batch=dynamic_batch,
-                           weights=weights, out=out, simplify=not no_simplify, exporter=exporter, seed=seed)
-    options = TrtOptions(precision=precision, calib=calib, workspace_gb=workspace_gb, min_batch=min_batch,
-                         opt_batch=opt_batch, max_batch=max_batch, timing_cache=timing_cache, int8_mode=int8_mode)
-    outcome = trt_from_model(model, options, export, log=print_stage)
+    trt_options = TrtOptions(precision=precision, workspace_gb=workspace_gb, min_batch=min_batch,
+                             opt_batch=opt_batch, max_batch=max_batch, timing_cache=timing_cache,
+                             int8_mode=int8_mode, quantization=_quantize_from(precision, "trt", options))
+    outcome = trt_from_model(model, trt_options, _export_from(options), log=print_stage)
     click.echo(f"weights: {_weights_line(outcome.sidecar['weights'])}")
     click.echo(validation_table(outcome.validation))
 
 
 @cli.command("quantize")
 @click.argument("model")
-@click.option("--precision", type=click.Choice(["fp16", "int8"]), required=True)
+@click.option("--precision", type=click.Choice(PRECISIONS[1:]), required=True)
 @click.option("--flavour", type=click.Choice(["trt", "cpu"]), default="trt", show_default=True,
               help="INT8: trt = symmetric Q/DQ for TensorRT; cpu = uint8/int8 Q/DQ for ONNX Runtime's CPU kernels.")
-@click.option("--calib", type=click.Path(path_type=Path),
-              help="Calibration images (folder, recursive) or tensors (.npy/.npz); default: built-in photos.")
-@click.option("--calib-limit", type=click.IntRange(1), help="Calibrate on a seeded subset of N samples.")
-@click.option("--method", type=click.Choice(["entropy", "max", "percentile"]), default="entropy", show_default=True)
-@click.option("--exclude", multiple=True, metavar="PAT",
-              help="Keep nodes in float: a node name, a glob over names or an op type (repeatable).")
-@click.option("--auto-exclude", type=click.FloatRange(0, 1, min_open=True), metavar="COS",
-              help="Keep the most sensitive layers in float until the cosine to FP32 reaches COS.")
-@click.option("--quantize-all", is_flag=True,
-              help="INT8: quantize the layers the variant keeps in float by default (its spec's int8_keep_float).")
 @click.option("--reduce-range/--full-range", default=None,
               help="INT8 cpu flavour: 7-bit weights, for x86 CPUs without VNNI whose uint8 x int8 kernels "
                    "saturate (default: decided for this machine).")
+@_quantization_options
 @_export_options
-def quantize_command(model: str, precision: str, flavour: str, calib: Path | None, calib_limit: int | None,
-                     method: str, exclude: tuple[str, ...], auto_exclude: float | None, quantize_all: bool,
-                     reduce_range: bool | None,
-                     opset: int,
-                     img_size: int | None, batch: int, dynamic_batch: bool, weights: Path | None, out: Path,
-                     no_simplify: bool, exporter: str, seed: int) -> None:
+def quantize_command(model: str, precision: str, flavour: str, reduce_range: bool | None, **options) -> None:
     """Make MODEL's FP16 or INT8 ONNX and hold its drift from FP32 PyTorch to the budget."""
     from .console import print_stage, table
-    from .pipeline import ExportOptions
-    from .quantize import DRIFT_HEADERS, QuantizeOptions, drift_rows, quantize_model
+    from .quantize import DRIFT_HEADERS, drift_rows, quantize_model
 
-    export = ExportOptions(opset=opset, img_size=img_size, batch=batch, dynamic_batch=dynamic_batch,
-                           weights=weights, out=out, simplify=not no_simplify, exporter=exporter, seed=seed)
-    options = QuantizeOptions(precision=precision, flavour=flavour, method=method, calib=calib,
-                              calib_limit=calib_limit, exclude=exclude, auto_exclude=auto_exclude,
-                              spec_exclusions=not quantize_all, reduce_range=reduce_range)
-    outcome = quantize_model(model, options, export, log=print_stage)
+    outcome = quantize_model(model, _quantize_from(precision, flavour, options, reduce_range), _export_from(options),
+                             log=print_stage)
     click.echo(f"weights: {_weights_line(outcome.manifest['weights'])}")
     if precision == "int8":
         click.echo(f"int8 {flavour}: {outcome.manifest['details']['weight_bits']}-bit weights, measured with "
@@ -269,6 +313,7 @@ def _weights_line(weights: dict) -> str:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     cli(prog_name="bbexport")
 
 

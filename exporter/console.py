@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import click
 
 from .artifacts import human_size
-from .pipeline import StageLog
+from .subject import StageLog
 from .validate import ValidationReport
 
 

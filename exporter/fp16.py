@@ -50,6 +50,21 @@ def fp16_from_onnx(src: Path, dst: Path, keep_fp32_ops: tuple[str, ...] = KEEP_F
             return TensorProto.FLOAT
         return TensorProto.FLOAT16
 
+    now, clamped = _lower_initializers(graph, is_float, wanted)
+    nodes, casts = _cast_node_inputs(graph, is_float, high, now, wanted)
+    _cast_outputs_back(graph, nodes, casts, now)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.value_info[:]  # stale float32 annotations; re-inferred below
+    model = infer_shapes(model)
+    save_onnx(model, dst, external)
+    check_onnx(dst)
+    return Fp16Result(dst, tuple(sorted(high)), len(casts), clamped)
+
+
+def _lower_initializers(graph, is_float: set[str], wanted) -> tuple[dict[str, int], int]:
+    """Store in float16 the float initializers only float16 consumers read (clamped to its range);
+    returns the dtype of every float tensor so far and the number of clamped values."""
     initializers = {init.name: init for init in graph.initializer}
     consumers: dict[str, set[int]] = {}
     for node in graph.node:
@@ -66,7 +81,13 @@ def fp16_from_onnx(src: Path, dst: Path, keep_fp32_ops: tuple[str, ...] = KEEP_F
             now[name] = TensorProto.FLOAT16
         elif name in is_float:
             now[name] = TensorProto.FLOAT
+    return now, clamped
 
+
+def _cast_node_inputs(graph, is_float: set[str], high: set[str], now: dict[str, int], wanted
+                      ) -> tuple[list, dict]:
+    """The graph's nodes in order, with one shared Cast in front of every input whose dtype differs
+    from what its consumer computes in; ``now`` follows each output's dtype."""
     nodes, casts = [], {}
     for node in graph.node:
         for i, name in enumerate(node.input):
@@ -86,8 +107,12 @@ def fp16_from_onnx(src: Path, dst: Path, keep_fp32_ops: tuple[str, ...] = KEEP_F
             if out in is_float:
                 now[out] = TensorProto.FLOAT16 if low else TensorProto.FLOAT
         nodes.append(node)
+    return nodes, casts
 
-    for output in graph.output:  # float32 outputs: cast back where the producer computes in float16
+
+def _cast_outputs_back(graph, nodes: list, casts: dict, now: dict[str, int]) -> None:
+    """Float32 outputs: a Cast back where the producer computes in float16."""
+    for output in graph.output:
         if now.get(output.name) == TensorProto.FLOAT16:
             inner = f"{output.name}__fp16"
             for node in nodes:
@@ -96,13 +121,6 @@ def fp16_from_onnx(src: Path, dst: Path, keep_fp32_ops: tuple[str, ...] = KEEP_F
             nodes.append(helper.make_node("Cast", [inner], [output.name], name=f"{output.name}__cast_fp32",
                                           to=TensorProto.FLOAT))
             casts[(output.name, TensorProto.FLOAT)] = output.name
-    del graph.node[:]
-    graph.node.extend(nodes)
-    del graph.value_info[:]  # stale float32 annotations; re-inferred below
-    model = infer_shapes(model)
-    save_onnx(model, dst, external)
-    check_onnx(dst)
-    return Fp16Result(dst, tuple(sorted(high)), len(casts), clamped)
 
 
 def _lower_attributes(node: onnx.NodeProto) -> None:

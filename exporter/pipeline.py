@@ -1,44 +1,30 @@
-"""The ONNX pipeline: build -> export -> simplify -> validate -> publish, as one function.
+"""The ONNX stage: export -> simplify -> validate -> publish, for one :class:`Subject`.
 
 Stages write into a staging folder; only a fully validated result is renamed into
-``<out>/<model>/`` together with its manifest, so a failed run leaves nothing behind.
+``<out>/<model>/`` together with its manifest, so a failed run leaves nothing behind. A published
+export whose manifest records the same inputs (:mod:`exporter.reuse`) is reused instead.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from bbruntime.errors import ExportError, ValidationFailed
+from bbruntime.errors import ExportError
 from bbruntime.metrics import Drift
 from bbruntime.runners import OrtRunner
-from model_defs import ModelSpec, definition_sha256, get_spec, spec_with_size
 
 from .artifacts import artifact_bytes, ensure_writable_dir, publish, sha256_file, staging_dir, write_json
+from .budget import check_budget
 from .onnx_export import ExportResult, onnx_from_model
-from .runners import TorchRunner
+from .reuse import reusable
 from .simplify import SimplifyResult, simplified_from_onnx
-from .validate import Budget, ValidationReport, validate, validation_inputs
-from .weights import WeightsSource, build_model
-
-
-@dataclass(frozen=True)
-class StageLog:
-    stage: str
-    ok: bool
-    seconds: float
-    detail: str = ""
-    path: Path | None = None
-    bytes: int | None = None
-
-
-Logger = Callable[[StageLog], None]
+from .subject import Logger, StageLog, Subject, subject_for, validated
+from .validate import ValidationReport
 
 
 @dataclass(frozen=True)
@@ -52,6 +38,7 @@ class ExportOptions:
     simplify: bool = True
     exporter: str = "torchscript"
     seed: int = 0
+    budget: Path | None = None  # drift budget table; None: exporter/drift_budget.csv
 
 
 @dataclass(frozen=True)
@@ -61,6 +48,7 @@ class ExportOutcome:
     manifest: dict
     validation: ValidationReport
     simplify: SimplifyResult | None
+    reused: bool = False
     log: list[StageLog] = field(default_factory=list)
 
 
@@ -75,15 +63,26 @@ def library_versions() -> dict[str, str]:
             "onnxruntime": onnxruntime.__version__, "onnxsim": onnxsim.__version__}
 
 
-def export_onnx(name: str, options: ExportOptions = ExportOptions(), log: Logger | None = None) -> ExportOutcome:
-    """Export, simplify and validate ``name``; publish ``<out>/<name>/<name>.onnx`` and ``.json``."""
-    spec = spec_with_size(get_spec(name), options.img_size)
-    name = spec.name
-    if options.dynamic_batch and not spec.dynamic_batch:
-        raise ExportError(f"{name} cannot take a dynamic batch: {spec.dynamic_batch_note}")
-    out = ensure_writable_dir(Path(options.out))
-    final_dir = out / name
-    model, weights = build_model(name, options.weights, options.seed, spec=spec)
+def subject_of(model: str | Subject, options: ExportOptions) -> Subject:
+    """``model`` as a subject built from ``options`` (a subject made elsewhere must match them)."""
+    if isinstance(model, str):
+        return subject_for(model, options.img_size, options.weights, options.seed, options.budget)
+    if not model.matches(options.img_size, options.weights, options.seed):
+        raise ValueError(f"subject {model.name} was built for other size, weights or seed than these export options")
+    return model
+
+
+def export_inputs(subject: Subject, options: ExportOptions) -> dict:
+    """What decides an FP32 export (:mod:`exporter.reuse`)."""
+    return {"stage": "onnx", **subject.identity(), "opset": options.opset, "exporter": options.exporter,
+            "batch": "dynamic" if options.dynamic_batch else options.batch, "simplify": options.simplify,
+            "versions": library_versions()}
+
+
+def export_onnx(model: str | Subject, options: ExportOptions = ExportOptions(), log: Logger | None = None,
+                reuse: bool = True) -> ExportOutcome:
+    """Export, simplify and validate ``model``; publish ``<out>/<name>/<name>.onnx`` and ``.json``.
+    With ``reuse``, a published export made from the same inputs is returned instead."""
     stages: list[StageLog] = []
 
     def record(entry: StageLog) -> None:
@@ -91,86 +90,77 @@ def export_onnx(name: str, options: ExportOptions = ExportOptions(), log: Logger
         if log:
             log(entry)
 
+    subject = subject_of(model, options)
+    if options.dynamic_batch and not subject.spec.dynamic_batch:
+        raise ExportError(f"{subject.name} cannot take a dynamic batch: {subject.spec.dynamic_batch_note}")
+    out = ensure_writable_dir(Path(options.out))
+    onnx_path = out / subject.name / f"{subject.name}.onnx"
+    inputs = export_inputs(subject, options)
+    if reuse and (manifest := reusable(onnx_path.with_suffix(".json"), inputs)) is not None:
+        return _reused(subject, onnx_path, manifest, record, stages)
     started = time.perf_counter()
     with staging_dir(out) as tmp:
-        t = time.perf_counter()
-        exported = onnx_from_model(model, tmp / f"{name}.raw.onnx", spec.input_size, opset=options.opset,
-                                   batch=options.batch, dynamic_batch=options.dynamic_batch,
-                                   exporter=options.exporter)
-        record(StageLog("export", True, time.perf_counter() - t, f"{options.exporter}, opset {options.opset}, "
-                                                                  f"{exported.nodes} nodes"))
-        inputs = validation_inputs(spec, seed=options.seed)
-        staged = tmp / f"{name}.onnx"
-        simplify = None
-        if options.simplify:
-            t = time.perf_counter()
-            simplify = simplified_from_onnx(exported.path, staged, inputs["random"][: options.batch])
-            detail = (f"{simplify.nodes_before} → {simplify.nodes_after} nodes" if simplify.simplified
-                      else f"kept the unsimplified graph: {simplify.reason}")
-            record(StageLog("simplify", simplify.simplified, time.perf_counter() - t, detail))
-        else:
-            publish(exported.path, staged)
-        t = time.perf_counter()
-        report = validate(TorchRunner(model), OrtRunner(staged), inputs)
-        photos = report.drift["photos"]
-        record(StageLog("validate", report.passed, time.perf_counter() - t,
-                        f"photos: max abs {photos.max_abs:.2e}, cosine {photos.cosine:.6f}, "
-                        f"top-1 {photos.top1_agreement:.0%}"))
-        if not report.passed:
-            raise ValidationFailed(f"{name} ONNX does not match PyTorch: " + "; ".join(report.failures))
-        manifest = _manifest(spec, options, weights, exported, simplify, report, staged)
-        onnx_path = publish(staged, final_dir / f"{name}.onnx")  # creates final_dir
-        manifest_path = write_json(final_dir / f"{name}.json", manifest)
+        staged, exported, simplify = _export_and_simplify(subject, options, tmp, record)
+        report = validated(subject, OrtRunner(staged), "fp32", f"{subject.name} ONNX", record)
+        manifest = _manifest(subject, options, inputs, exported, simplify, report, staged)
+        staged_manifest = write_json(tmp / f"{subject.name}.json", manifest)  # every write before any publish
+        onnx_path = publish(staged, onnx_path)  # creates the model's folder
+        manifest_path = publish(staged_manifest, onnx_path.with_suffix(".json"))
     record(StageLog("onnx", True, time.perf_counter() - started, path=onnx_path, bytes=artifact_bytes(onnx_path)))
-    return ExportOutcome(onnx_path, manifest_path, manifest, report, simplify, stages)
+    return ExportOutcome(onnx_path, manifest_path, manifest, report, simplify, False, stages)
 
 
-def reusable_export(name: str, options: ExportOptions = ExportOptions(), log: Logger | None = None
-                    ) -> ExportOutcome | None:
-    """The published FP32 export of ``name`` if its manifest records exactly these options (model
-    spec and size, weights, opset, exporter, batch, simplify, library versions), it passed validation
-    and the file still has its recorded sha256; else None: call :func:`export_onnx`."""
-    spec = spec_with_size(get_spec(name), options.img_size)
-    onnx_path = Path(options.out) / spec.name / f"{spec.name}.onnx"
-    manifest_path = onnx_path.with_suffix(".json")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        recorded = (manifest["model"], manifest["weights"], manifest["onnx"]["opset"], manifest["onnx"]["exporter"],
-                    manifest["onnx"]["batch"], manifest["simplify"].get("reason") == "--no-simplify",
-                    manifest["versions"], manifest["validation"]["passed"], manifest["definition_sha256"])
-    except (OSError, ValueError, KeyError):
-        return None
-    if options.weights is not None:
-        weights_match = recorded[1].get("sha256") == sha256_file(Path(options.weights))
-    else:
-        weights_match = recorded[1].get("kind") == "random" and recorded[1].get("seed") == options.seed
-    wanted = (json.loads(json.dumps(spec.to_dict(), default=str)), options.opset, options.exporter,
-              "dynamic" if options.dynamic_batch else options.batch, not options.simplify, library_versions(), True,
-              definition_sha256(spec.name))
-    if not weights_match or (recorded[0], *recorded[2:]) != wanted:
-        return None
-    if not onnx_path.is_file() or sha256_file(onnx_path) != manifest["onnx"]["sha256"]:
-        return None
+def _export_and_simplify(subject: Subject, options: ExportOptions, tmp: Path, record: Logger
+                         ) -> tuple[Path, ExportResult, SimplifyResult | None]:
+    t = time.perf_counter()
+    exported = onnx_from_model(subject.model, tmp / f"{subject.name}.raw.onnx", subject.spec.input_size,
+                               opset=options.opset, batch=options.batch, dynamic_batch=options.dynamic_batch,
+                               exporter=options.exporter)
+    record(StageLog("export", True, time.perf_counter() - t, f"{options.exporter}, opset {options.opset}, "
+                                                              f"{exported.nodes} nodes"))
+    staged = tmp / f"{subject.name}.onnx"
+    if not options.simplify:
+        publish(exported.path, staged)
+        return staged, exported, None
+    t = time.perf_counter()
+    simplify = simplified_from_onnx(exported.path, staged, subject.inputs["random"][: options.batch])
+    detail = (f"{simplify.nodes_before} → {simplify.nodes_after} nodes" if simplify.simplified
+              else f"kept the unsimplified graph: {simplify.reason}")
+    record(StageLog("simplify", simplify.simplified, time.perf_counter() - t, detail))
+    return staged, exported, simplify
+
+
+def recorded_validation(manifest: dict, subject: Subject, precision: str) -> ValidationReport:
+    """A published artifact's recorded drift, judged under the budget in force now."""
     validation = manifest["validation"]
-    report = ValidationReport(
-        budget=Budget(**{k: tuple(v) if isinstance(v, list) else v for k, v in validation["budget"].items()}),
-        drift={k: Drift(**v) for k, v in validation["drift"].items()}, photos=tuple(validation["photos"]))
-    entry = StageLog("onnx", True, 0.0, "re-used: its manifest records the same inputs", onnx_path,
-                     artifact_bytes(onnx_path))
-    if log:
-        log(entry)
-    return ExportOutcome(onnx_path, manifest_path, manifest, report, None, [entry])
+    drift = {k: Drift(**v) for k, v in validation["drift"].items()}
+    budget = subject.budget(precision)
+    return ValidationReport(budget=budget, drift=drift, photos=tuple(validation["photos"]),
+                            failures=check_budget(budget, drift))
 
 
-def _manifest(spec: ModelSpec, options: ExportOptions, weights: WeightsSource, exported: ExportResult,
+def _reused(subject: Subject, onnx_path: Path, manifest: dict, record: Logger, stages: list) -> ExportOutcome:
+    from bbruntime.errors import ValidationFailed
+
+    report = recorded_validation(manifest, subject, "fp32")
+    if not report.passed:
+        raise ValidationFailed(f"{onnx_path} does not match PyTorch within its budget ({report.budget.source}): "
+                               + "; ".join(report.failures))
+    record(StageLog("onnx", True, 0.0, "re-used: its manifest records the same inputs", onnx_path,
+                    artifact_bytes(onnx_path)))
+    return ExportOutcome(onnx_path, onnx_path.with_suffix(".json"), manifest, report, None, True, stages)
+
+
+def _manifest(subject: Subject, options: ExportOptions, inputs: dict, exported: ExportResult,
               simplify: SimplifyResult | None, report: ValidationReport, onnx_file: Path) -> dict:
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": spec.to_dict(),
-        "definition_sha256": definition_sha256(spec.name),
-        "weights": asdict(weights),
+        "inputs": inputs,
+        "model": subject.spec.to_dict(),
+        "definition_sha256": subject.source.definition,
+        "weights": asdict(subject.weights),
         "onnx": {
-            "file": f"{spec.name}.onnx",
+            "file": f"{subject.name}.onnx",
             "sha256": sha256_file(onnx_file),
             "bytes": artifact_bytes(onnx_file),
             "external_data": exported.external_data,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,20 +22,19 @@ from bbruntime.metrics import drift
 from bbruntime.runners import OrtRunner, int8_runner
 from calibration import CALIBRATION_PHOTOS, EVALUATION_PHOTOS
 from calibration.data import CalibrationSet, load_calibration
-from model_defs import get_spec, spec_with_size
 
 from .artifacts import artifact_bytes, publish, sha256_file, staging_dir, write_json
+from .budget import PRECISIONS
 from .calib_cache import FLAVOURS, METHODS, amax_from_ranges, calibrated_ranges, write_trt_calibration_cache
 from .fp16 import KEEP_FP32_OPS, fp16_from_onnx
 from .onnx_export import check_onnx
 from .pipeline import (
     ExportOptions,
     ExportOutcome,
-    Logger,
-    StageLog,
     export_onnx,
     library_versions,
-    reusable_export,
+    recorded_validation,
+    subject_of,
 )
 from .qdq import (
     dequantized_consumers,
@@ -45,11 +44,11 @@ from .qdq import (
     weight_quantization,
     without_quantization,
 )
-from .runners import TorchRunner
-from .validate import FP16_BUDGET, INT8_BUDGET, Budget, ValidationReport, validate_against, validation_inputs
-from .weights import build_model
+from .reuse import reusable
+from .subject import Logger, StageLog, Subject, validated
+from .validate import ValidationReport
 
-PRECISIONS = ("fp16", "int8")
+QUANTIZED_PRECISIONS = PRECISIONS[1:]  # what this stage makes from the FP32 export
 DEFAULT_EXPORT = ExportOptions()
 SENSITIVITY_SAMPLES = 8  # calibration samples the --auto-exclude search measures on (never held-out photos)
 NODE_PROBES_MAX = 96  # above this many candidates, the search ranks name scopes before nodes
@@ -65,7 +64,6 @@ class QuantizeOptions:
     exclude: tuple[str, ...] = ()  # node names, globs over names, or op types kept in float
     spec_exclusions: bool = True  # int8: also keep the variant's own sensitive layers (spec.int8_keep_float)
     auto_exclude: float | None = None  # target cosine for the per-layer sensitivity search
-    budget: Budget | None = None  # None = the precision's default budget
     # int8 cpu flavour: 7-bit weights, for x86 CPUs without VNNI; None = decide for this machine.
     reduce_range: bool | None = None
 
@@ -89,12 +87,26 @@ class QuantizeOutcome:
     excluded: tuple[str, ...]
     calibration_cache_hit: bool
     trt_calibration_cache: Path | None = None  # TensorRT's calibration cache (int8-trt only)
+    reused: bool = False
     log: list[StageLog] = field(default_factory=list)
 
 
-def quantize_model(name: str, options: QuantizeOptions, export: ExportOptions = DEFAULT_EXPORT,
-                   log: Logger | None = None) -> QuantizeOutcome:
-    """Build, validate and publish the FP16 or INT8 ONNX of ``name`` from its FP32 export."""
+@dataclass(frozen=True)
+class _Converted:
+    """What one conversion made, for the manifest and the outcome."""
+
+    details: dict
+    calibration: dict | None
+    excluded: tuple[str, ...]
+    cache_hit: bool = False
+    trt_cache: Path | None = None
+
+
+def quantize_model(model: str | Subject, options: QuantizeOptions, export: ExportOptions = DEFAULT_EXPORT,
+                   log: Logger | None = None, keep_misses: bool = False) -> QuantizeOutcome:
+    """Build, validate and publish the FP16 or INT8 ONNX of ``model`` from its FP32 export; a
+    published one made from the same inputs is reused. ``keep_misses`` publishes an artifact that
+    misses its budget with the verdict recorded (the report), instead of raising."""
     _check_options(options)
     stages: list[StageLog] = []
 
@@ -103,82 +115,104 @@ def quantize_model(name: str, options: QuantizeOptions, export: ExportOptions = 
         if log:
             log(entry)
 
-    fp32 = reusable_export(name, export, log=record) or export_onnx(name, export, log=record)
-    spec = spec_with_size(get_spec(name), export.img_size)
-    final_dir = fp32.onnx_path.parent
-    stem = f"{spec.name}.{options.label}"
-    budget = options.budget or (FP16_BUDGET if options.precision == "fp16" else INT8_BUDGET)
-    model, _ = build_model(spec.name, export.weights, export.seed, spec=spec)
-    inputs = validation_inputs(spec, seed=export.seed)
-    reference = {set_name: TorchRunner(model).infer(batch) for set_name, batch in inputs.items()}
-    fp32_graph = onnx.load(str(fp32.onnx_path), load_external_data=False)
-    patterns = options.exclude + (spec.int8_keep_float if options.precision == "int8" and options.spec_exclusions
-                                  else ())
-    excluded = resolve_exclusions(fp32_graph, patterns)
+    subject = subject_of(model, export)
+    calib = (load_calibration(options.calib, subject.spec, options.calib_limit, export.seed)
+             if options.precision == "int8" else None)  # a bad --calib fails before any export work
+    fp32 = export_onnx(subject, export, log=record)
+    stem = f"{subject.name}.{options.label}"
+    manifest_path = fp32.onnx_path.with_name(f"{stem}.json")
+    inputs = quantize_inputs(subject, options, fp32, calib)
+    if (manifest := reusable(manifest_path, inputs)) is not None:
+        return _reused(subject, options, fp32, manifest_path, manifest, record, stages, keep_misses)
+    patterns = options.exclude + (subject.spec.int8_keep_float if options.precision == "int8"
+                                  and options.spec_exclusions else ())
+    excluded = resolve_exclusions(onnx.load(str(fp32.onnx_path), load_external_data=False), patterns)
     started = time.perf_counter()
-    with staging_dir(final_dir) as tmp:
+    with staging_dir(fp32.onnx_path.parent) as tmp:
         staged = tmp / f"{stem}.onnx"
-        t = time.perf_counter()
-        if options.precision == "fp16":
-            converted = fp16_from_onnx(fp32.onnx_path, staged, keep_fp32_nodes=excluded)
-            details = {"fp32_ops": list(KEEP_FP32_OPS), "fp32_nodes": list(converted.fp32_nodes),
-                       "casts": converted.casts, "clamped_values": converted.clamped_values}
-            record(StageLog("convert", True, time.perf_counter() - t,
-                            f"{len(converted.fp32_nodes)} nodes kept in float32, {converted.casts} casts"))
-            calibration, cache_hit, trt_cache = None, False, None
-        else:
-            calib = load_calibration(options.calib, spec, options.calib_limit, export.seed)
-            cache = calibrated_ranges(fp32.onnx_path, calib, options.method, options.flavour, final_dir / "calibration")
-            skipped = f", {len(calib.skipped)} unreadable skipped" if calib.skipped else ""
-            record(StageLog("calibrate", True, time.perf_counter() - t,
-                            f"{options.method}, {len(calib.batch)} samples{skipped}, "
-                            + ("cache hit" if cache.hit else "ranges cached")))
-            auto = None
-            if options.auto_exclude is not None:
-                t = time.perf_counter()
-                auto = auto_exclusions(fp32.onnx_path, cache.path, options, excluded, calib, tmp)
-                excluded += tuple(auto["excluded"])
-                record(StageLog("auto-exclude", True, time.perf_counter() - t,
-                                f"{len(auto['excluded'])} layers kept in float for cosine ≥ {options.auto_exclude}"))
-            t = time.perf_counter()
-            qdq = qdq_from_onnx(fp32.onnx_path, staged, cache.path, options.flavour, options.method, excluded,
-                                options.reduce_range)
-            weights_q = weight_quantization(onnx.load(str(staged), load_external_data=False))
-            record(StageLog("qdq", True, time.perf_counter() - t,
-                            f"{options.flavour}: {len(qdq.quantized_nodes) if options.flavour == 'trt' else 'all'} "
-                            f"quantizable nodes, {len(excluded)} kept in float"))
-            trt_cache = None
-            if options.flavour == "trt":
-                trt_cache = write_trt_calibration_cache(amax_from_ranges(cache.path), tmp / f"{spec.name}.int8.calib")
-            calibration = _calibration_manifest(calib, cache, options, trt_cache)
-            details = {"weights_per_channel": sum(w.per_channel for w in weights_q), "weighted_nodes": len(weights_q),
-                       "weight_bits": 7 if options.reduce_range else 8,
-                       "measured_with": "Q/DQ run as written (TensorRT's arithmetic)" if options.flavour == "trt"
-                       else "ONNX Runtime's integer kernels on this CPU",
-                       "auto_exclude": auto}
-            cache_hit = cache.hit
+        converted = (_fp16_graph(fp32.onnx_path, staged, excluded, record) if options.precision == "fp16"
+                     else _int8_graph(fp32.onnx_path, staged, options, calib, excluded, tmp, record))
         check_onnx(staged)
-        t = time.perf_counter()
         runner = int8_runner(staged, options.flavour) if options.precision == "int8" else OrtRunner(staged)
-        report = validate_against(reference, runner, inputs, budget)
-        photos = report.drift["photos"]
-        record(StageLog("validate", report.passed, time.perf_counter() - t,
-                        f"photos: cosine {photos.cosine:.6f}, top-1 {photos.top1_agreement:.0%}"))
-        if not report.passed:
-            raise ValidationFailed(f"{spec.name} {options.label} misses its budget: " + "; ".join(report.failures))
-        manifest = _manifest(spec, options, fp32, staged, calibration, patterns, excluded, details, report)
-        onnx_path = publish(staged, final_dir / f"{stem}.onnx")
-        if trt_cache is not None:
-            trt_cache = publish(trt_cache, final_dir / trt_cache.name)
-        manifest_path = write_json(final_dir / f"{stem}.json", manifest)
+        report = validated(subject, runner, options.precision, f"{subject.name} {options.label}", record, keep_misses)
+        manifest = _manifest(subject, options, inputs, fp32, staged, patterns, converted, report)
+        staged_manifest = write_json(tmp / manifest_path.name, manifest)  # every write before any publish
+        onnx_path = publish(staged, manifest_path.with_suffix(".onnx"))
+        trt_cache = publish(converted.trt_cache, onnx_path.with_name(converted.trt_cache.name)) \
+            if converted.trt_cache is not None else None
+        manifest_path = publish(staged_manifest, manifest_path)
     record(StageLog(options.label, True, time.perf_counter() - started, path=onnx_path,
                     bytes=artifact_bytes(onnx_path)))
-    return QuantizeOutcome(onnx_path, manifest_path, manifest, report, fp32, excluded, cache_hit, trt_cache, stages)
+    return QuantizeOutcome(onnx_path, manifest_path, manifest, report, fp32, converted.excluded, converted.cache_hit,
+                           trt_cache, False, stages)
+
+
+def quantize_inputs(subject: Subject, options: QuantizeOptions, fp32: ExportOutcome,
+                    calib: CalibrationSet | None) -> dict:
+    """What decides an FP16 or INT8 artifact (:mod:`exporter.reuse`)."""
+    return {"stage": options.label, **subject.identity(), "source": fp32.manifest["onnx"]["sha256"],
+            "options": asdict(options), "calibration": calib.sha256 if calib is not None else None,
+            "versions": library_versions()}
+
+
+def _reused(subject: Subject, options: QuantizeOptions, fp32: ExportOutcome, manifest_path: Path, manifest: dict,
+            record: Logger, stages: list, keep_misses: bool) -> QuantizeOutcome:
+    report = recorded_validation(manifest, subject, options.precision)
+    onnx_path = manifest_path.with_name(manifest["onnx"]["file"])
+    if not report.passed and not keep_misses:
+        raise ValidationFailed(f"{onnx_path} does not match PyTorch within its budget ({report.budget.source}): "
+                               + "; ".join(report.failures))
+    record(StageLog(options.label, True, 0.0, "re-used: its manifest records the same inputs", onnx_path,
+                    artifact_bytes(onnx_path)))
+    trt_cache = (manifest.get("calibration") or {}).get("trt_cache")
+    return QuantizeOutcome(onnx_path, manifest_path, manifest, report, fp32, tuple(manifest["excluded"]["nodes"]),
+                           True, onnx_path.with_name(trt_cache) if trt_cache else None, True, stages)
+
+
+def _fp16_graph(fp32_onnx: Path, staged: Path, excluded: tuple[str, ...], record: Logger) -> _Converted:
+    t = time.perf_counter()
+    converted = fp16_from_onnx(fp32_onnx, staged, keep_fp32_nodes=excluded)
+    record(StageLog("convert", True, time.perf_counter() - t,
+                    f"{len(converted.fp32_nodes)} nodes kept in float32, {converted.casts} casts"))
+    details = {"fp32_ops": list(KEEP_FP32_OPS), "fp32_nodes": list(converted.fp32_nodes),
+               "casts": converted.casts, "clamped_values": converted.clamped_values}
+    return _Converted(details, None, excluded)
+
+
+def _int8_graph(fp32_onnx: Path, staged: Path, options: QuantizeOptions, calib: CalibrationSet,
+                excluded: tuple[str, ...], tmp: Path, record: Logger) -> _Converted:
+    t = time.perf_counter()
+    cache = calibrated_ranges(fp32_onnx, calib, options.method, options.flavour, fp32_onnx.parent / "calibration")
+    skipped = f", {len(calib.skipped)} unreadable skipped" if calib.skipped else ""
+    record(StageLog("calibrate", True, time.perf_counter() - t, f"{options.method}, {len(calib.batch)} samples"
+                    f"{skipped}, " + ("cache hit" if cache.hit else "ranges cached")))
+    auto = None
+    if options.auto_exclude is not None:
+        t = time.perf_counter()
+        auto = auto_exclusions(fp32_onnx, cache.path, options, excluded, calib, tmp)
+        excluded += tuple(auto["excluded"])
+        record(StageLog("auto-exclude", True, time.perf_counter() - t,
+                        f"{len(auto['excluded'])} layers kept in float for cosine ≥ {options.auto_exclude}"))
+    t = time.perf_counter()
+    qdq = qdq_from_onnx(fp32_onnx, staged, cache.path, options.flavour, options.method, excluded, options.reduce_range)
+    weights_q = weight_quantization(onnx.load(str(staged), load_external_data=False))
+    record(StageLog("qdq", True, time.perf_counter() - t,
+                    f"{options.flavour}: {len(qdq.quantized_nodes) if options.flavour == 'trt' else 'all'} "
+                    f"quantizable nodes, {len(excluded)} kept in float"))
+    stem = staged.name.split(".")[0]
+    trt_cache = (write_trt_calibration_cache(amax_from_ranges(cache.path), tmp / f"{stem}.int8.calib")
+                 if options.flavour == "trt" else None)
+    details = {"weights_per_channel": sum(w.per_channel for w in weights_q), "weighted_nodes": len(weights_q),
+               "weight_bits": 7 if options.reduce_range else 8,
+               "measured_with": "Q/DQ run as written (TensorRT's arithmetic)" if options.flavour == "trt"
+               else "ONNX Runtime's integer kernels on this CPU",
+               "auto_exclude": auto}
+    return _Converted(details, _calibration_manifest(calib, cache, options, trt_cache), excluded, cache.hit, trt_cache)
 
 
 def _check_options(options: QuantizeOptions) -> None:
-    if options.precision not in PRECISIONS:
-        raise BBExportError(f"unknown precision {options.precision!r} (expected {', '.join(PRECISIONS)})")
+    if options.precision not in QUANTIZED_PRECISIONS:
+        raise BBExportError(f"unknown precision {options.precision!r} (expected {', '.join(QUANTIZED_PRECISIONS)})")
     if options.precision == "int8" and options.flavour not in FLAVOURS:
         raise BBExportError(f"unknown INT8 flavour {options.flavour!r} (expected {', '.join(FLAVOURS)})")
     if options.precision == "int8" and options.method not in METHODS:
@@ -202,82 +236,90 @@ def auto_exclusions(fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fix
     The search measures on calibration samples against the FP32 ONNX, so the held-out photos stay
     unseen until validation.
     """
-    samples = calib.batch[:SENSITIVITY_SAMPLES]
-    reference = OrtRunner(fp32_onnx).infer(samples)
-    fp32_graph = onnx.load(str(fp32_onnx))
-    probes = 0
-
-    def cosine_of(path: Path) -> float:
-        nonlocal probes
-        probes += 1
-        return drift(reference, int8_runner(path, options.flavour).infer(samples)).cosine
-
-    def quantize(excluded: tuple[str, ...], path: Path) -> Path:
-        return qdq_from_onnx(fp32_onnx, path, ranges, options.flavour, options.method, excluded,
-                             options.reduce_range).path
-
-    def requantized(excluded: tuple[str, ...]) -> float:
-        return cosine_of(quantize(excluded, tmp / "probe.onnx"))
-
-    start_path = quantize(fixed, tmp / "quantized.onnx")
-    start = cosine_of(start_path)
+    search = _SensitivitySearch(fp32_onnx, ranges, options, fixed, calib.batch[:SENSITIVITY_SAMPLES], tmp)
+    start = search.cosine_of(search.quantize(fixed, tmp / "quantized.onnx"))
     result = {"target": options.auto_exclude, "cosine_before": start, "cosine_after": start, "excluded": [],
               "sensitivity": {}}
     if start >= options.auto_exclude:
-        return result | {"probes": probes}
-    quantized = onnx.load(str(start_path))
-    candidates = [n for n in dequantized_consumers(quantized) if n not in fixed]
-
-    @functools.cache
-    def edited(float_nodes: tuple[str, ...]) -> float:
-        onnx.save(without_quantization(quantized, fp32_graph, float_nodes), str(tmp / "probe.onnx"))
-        return cosine_of(tmp / "probe.onnx")
-
-    def ranked(units: dict[str, tuple[str, ...]]) -> list[str]:
-        """Units (one node, or a scope's nodes) by the cosine lost when each alone is quantized."""
-        for label, nodes in units.items():
-            alone = set(nodes)
-            sensitivity[label] = 1.0 - edited(tuple(c for c in candidates if c not in alone))
-        return sorted(units, key=lambda label: -sensitivity[label])
-
-    def shortest_prefix(cosine_of_prefix, low: int, high: int) -> int:
-        """The smallest k in [low, high] whose prefix reaches the target, assuming more float is never worse."""
-        while low < high:
-            middle = (low + high) // 2
-            low, high = (low, middle) if cosine_of_prefix(middle) >= options.auto_exclude else (middle + 1, high)
-        return low
-
-    sensitivity: dict[str, float] = {}
-    if len(candidates) <= NODE_PROBES_MAX:
-        units = {n: (n,) for n in candidates}
-        order, rest = ranked(units), []
-    else:
-        # Too many nodes to probe one by one (EfficientNet-B7 has over a thousand): rank their
-        # scopes (blocks) first, then the nodes of the scopes that reach the target together.
-        scopes = name_scopes(candidates, NODE_PROBES_MAX)
-        by_scope = ranked(scopes)
-        kept = shortest_prefix(lambda k: edited(members_of(scopes, by_scope[:k])), 1, len(by_scope))
-        members = members_of(scopes, by_scope[:kept])
-        rest = by_scope[kept:]  # left quantized; the confirmation below may still need them
-        if len(members) <= NODE_PROBES_MAX:
-            singles = {n: (n,) for n in members}
-            units, order = singles | {scope: scopes[scope] for scope in rest}, ranked(singles)
-        else:
-            units, order = scopes, by_scope[:kept]
-    count = shortest_prefix(lambda k: edited(members_of(units, order[:k])), 1, len(order))
-    order += rest
-    requantized_cosine = functools.cache(lambda k: requantized(fixed + members_of(units, order[:k])))
+        return result | {"probes": search.probes}
+    units, order = search.ranking(onnx.load(str(tmp / "quantized.onnx")))
+    count = search.shortest_prefix(lambda k: search.edited(members_of(units, order[:k])), 1, len(order))
+    order += [label for label in units if label not in order]  # scopes left quantized, in rank order
+    requantized_cosine = functools.cache(lambda k: search.requantized(fixed + members_of(units, order[:k])))
     # ORT keeps an excluded layer's input quantized where another consumer shares it: the published
     # graph can be short of the edited estimate, so the count is confirmed, or searched, on it.
     if requantized_cosine(count) < options.auto_exclude:
-        count = shortest_prefix(requantized_cosine, count + 1, len(order))
+        count = search.shortest_prefix(requantized_cosine, count + 1, len(order))
     chosen, cosine = members_of(units, order[:count]), requantized_cosine(count)
     if cosine < options.auto_exclude:
         raise ValidationFailed(f"--auto-exclude {options.auto_exclude}: cosine only {cosine:.6f} with every "
                                f"quantizable layer kept in float")
-    return result | {"cosine_after": cosine, "excluded": list(chosen), "probes": probes,
+    return result | {"cosine_after": cosine, "excluded": list(chosen), "probes": search.probes,
                      "sensitivity": {label: round(value, 8) for label, value in
-                                     sorted(sensitivity.items(), key=lambda item: -item[1])}}
+                                     sorted(search.sensitivity.items(), key=lambda item: -item[1])}}
+
+
+class _SensitivitySearch:
+    """The state of one ``--auto-exclude`` search: the samples, their FP32 outputs and the probes run."""
+
+    def __init__(self, fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fixed: tuple[str, ...],
+                 samples, tmp: Path):
+        self.fp32_onnx, self.ranges, self.options, self.fixed, self.tmp = fp32_onnx, ranges, options, fixed, tmp
+        self.samples = samples
+        self.reference = OrtRunner(fp32_onnx).infer(samples)
+        self.fp32_graph = onnx.load(str(fp32_onnx))
+        self.probes = 0
+        self.sensitivity: dict[str, float] = {}
+        self.edited = functools.cache(self._edited)
+
+    def cosine_of(self, path: Path) -> float:
+        self.probes += 1
+        return drift(self.reference, int8_runner(path, self.options.flavour).infer(self.samples)).cosine
+
+    def quantize(self, excluded: tuple[str, ...], path: Path) -> Path:
+        return qdq_from_onnx(self.fp32_onnx, path, self.ranges, self.options.flavour, self.options.method, excluded,
+                             self.options.reduce_range).path
+
+    def requantized(self, excluded: tuple[str, ...]) -> float:
+        return self.cosine_of(self.quantize(excluded, self.tmp / "probe.onnx"))
+
+    def _edited(self, float_nodes: tuple[str, ...]) -> float:
+        onnx.save(without_quantization(self.quantized, self.fp32_graph, float_nodes), str(self.tmp / "probe.onnx"))
+        return self.cosine_of(self.tmp / "probe.onnx")
+
+    def ranked(self, units: dict[str, tuple[str, ...]]) -> list[str]:
+        """Units (one node, or a scope's nodes) by the cosine lost when each alone is quantized."""
+        for label, nodes in units.items():
+            alone = set(nodes)
+            self.sensitivity[label] = 1.0 - self.edited(tuple(c for c in self.candidates if c not in alone))
+        return sorted(units, key=lambda label: -self.sensitivity[label])
+
+    def shortest_prefix(self, cosine_of_prefix, low: int, high: int) -> int:
+        """The smallest k in [low, high] whose prefix reaches the target, assuming more float is never worse."""
+        while low < high:
+            middle = (low + high) // 2
+            low, high = (low, middle) if cosine_of_prefix(middle) >= self.options.auto_exclude else (middle + 1, high)
+        return low
+
+    def ranking(self, quantized) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+        """The units probed (nodes, or name scopes where there are too many nodes) and their ranked order.
+
+        Too many nodes to probe one by one (EfficientNet-B7 has over a thousand): their scopes (blocks)
+        are ranked first, then the nodes of the scopes that reach the target together."""
+        self.quantized = quantized
+        self.candidates = [n for n in dequantized_consumers(quantized) if n not in self.fixed]
+        if len(self.candidates) <= NODE_PROBES_MAX:
+            units = {n: (n,) for n in self.candidates}
+            return units, self.ranked(units)
+        scopes = name_scopes(self.candidates, NODE_PROBES_MAX)
+        by_scope = self.ranked(scopes)
+        kept = self.shortest_prefix(lambda k: self.edited(members_of(scopes, by_scope[:k])), 1, len(by_scope))
+        members = members_of(scopes, by_scope[:kept])
+        rest = {scope: scopes[scope] for scope in by_scope[kept:]}  # left quantized; the confirmation may need them
+        if len(members) > NODE_PROBES_MAX:
+            return {scope: scopes[scope] for scope in by_scope}, by_scope[:kept]  # units in rank order
+        singles = {n: (n,) for n in members}
+        return singles | rest, self.ranked(singles)
 
 
 def name_scopes(nodes: list[str], limit: int) -> dict[str, tuple[str, ...]]:
@@ -303,28 +345,29 @@ def _calibration_manifest(calib: CalibrationSet, cache, options: QuantizeOptions
             "trt_cache": trt_cache.name if trt_cache else None}
 
 
-def _manifest(spec, options: QuantizeOptions, fp32: ExportOutcome, staged: Path, calibration: dict | None,
-              patterns: tuple[str, ...], excluded: tuple[str, ...], details: dict, report: ValidationReport) -> dict:
+def _manifest(subject: Subject, options: QuantizeOptions, inputs: dict, fp32: ExportOutcome, staged: Path,
+              patterns: tuple[str, ...], converted: _Converted, report: ValidationReport) -> dict:
     model = onnx.load(str(staged), load_external_data=False)
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": spec.to_dict(),
+        "inputs": inputs,
+        "model": subject.spec.to_dict(),
         "weights": fp32.manifest["weights"],
         "precision": options.precision,
         "flavour": options.flavour if options.precision == "int8" else None,
-        "onnx": {"file": f"{spec.name}.{options.label}.onnx", "sha256": sha256_file(staged),
+        "onnx": {"file": f"{subject.name}.{options.label}.onnx", "sha256": sha256_file(staged),
                  "bytes": artifact_bytes(staged), "nodes": len(model.graph.node),
                  "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                  "input": fp32.manifest["onnx"]["input"], "output": fp32.manifest["onnx"]["output"],
                  "batch": fp32.manifest["onnx"]["batch"]},
         "source": {"file": fp32.onnx_path.name, "sha256": fp32.manifest["onnx"]["sha256"]},
-        "calibration": calibration,
+        "calibration": converted.calibration,
         "excluded": {"patterns": list(patterns), "from_spec": [p for p in patterns if p not in options.exclude],
-                     "nodes": list(excluded)},
-        "details": details,
+                     "nodes": list(converted.excluded)},
+        "details": converted.details,
         "evaluation_photos": list(EVALUATION_PHOTOS),
         "validation": report.to_dict(),
-        "options": {k: v for k, v in asdict(replace(options, budget=None)).items() if k != "budget"},
+        "options": asdict(options),
         "versions": library_versions(),
     }
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from bbruntime.errors import first_line
+from bbruntime.errors import ExportError, first_line
 from bbruntime.metrics import drift
 from bbruntime.runners import OrtRunner
 
@@ -43,13 +43,16 @@ def simplified_from_onnx(src: Path, dst: Path, check_input: np.ndarray) -> Simpl
     nodes_before = _node_count(src)
     try:
         simplified, checked = onnxsim.simplify(str(src), check_n=0, output_path=str(dst) if external else None)
-        if external:
-            _rename_sidecar(dst)
-        else:
-            onnx.save(simplified, str(dst))
-        check_onnx(dst)
-    except Exception as e:  # onnxsim raises bare RuntimeErrors from C++; any failure means "keep the original"
+    except Exception as e:  # onnxsim raises bare RuntimeErrors from C++: only its call means "keep the original"
         return _keep_original(src, dst, nodes_before, f"onnxsim failed: {first_line(e)}")
+    if external:
+        _rename_sidecar(dst)
+    else:
+        onnx.save(simplified, str(dst))
+    try:
+        check_onnx(dst)
+    except ExportError as e:  # the checker rejected what onnxsim wrote; a bug of ours would not be an ExportError
+        return _keep_original(src, dst, nodes_before, f"onnxsim wrote an invalid graph: {first_line(e)}")
     if checked is False:
         return _keep_original(src, dst, nodes_before, "onnxsim's own check failed")
     try:

@@ -17,15 +17,16 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from bbruntime import cuda
-from bbruntime.errors import BBExportError, ExportError, MissingDependencyError, ValidationFailed
-from bbruntime.trt import TrtRunner, trt_available
+from bbruntime.errors import BBExportError, ExportError, MissingDependencyError
+from bbruntime.trt import TrtRunner, trt_available, trt_version
+from calibration.data import load_calibration
 
 from .artifacts import (
     artifact_bytes,
@@ -36,10 +37,13 @@ from .artifacts import (
     write_bytes,
     write_json,
 )
-from .pipeline import ExportOptions, Logger, StageLog
+from .budget import PRECISIONS
+from .pipeline import ExportOptions, export_onnx, recorded_validation, subject_of
+from .quantize import QuantizeOptions, quantize_model
+from .reuse import reusable
+from .subject import Logger, StageLog, Subject, validated
 from .validate import ValidationReport
 
-PRECISIONS = ("fp32", "fp16", "int8")
 INT8_MODES = ("explicit", "implicit")
 # Batch profile when the ONNX batch axis is dynamic and the user names no bound.
 DEFAULT_MIN_BATCH, DEFAULT_OPT_BATCH, DEFAULT_MAX_BATCH = 1, 8, 32
@@ -180,26 +184,10 @@ def engine_from_onnx(onnx_path: Path, engine_path: Path, *, precision: str, min_
     """
     import tensorrt as trt
 
-    major = int(trt.__version__.split(".")[0])
-    check_precision_request(precision, int8_mode, major)
-    if workspace_gb <= 0:
-        raise BBExportError(f"--workspace must be > 0 GB; got {workspace_gb}")
     implicit = int8_mode == "implicit"
-    if not implicit and (problem := onnx_precision_problem(Path(onnx_path), precision)):
-        raise BBExportError(f"cannot build a strongly typed {precision} engine: {problem}")
-    if implicit and calibrator_data is None and not (calib_cache and Path(calib_cache).is_file()):
-        raise BBExportError("--int8-mode implicit needs calibration data or an existing calibration cache")
-
+    _check_build(trt, Path(onnx_path), precision, int8_mode, workspace_gb, calibrator_data, calib_cache)
     started = time.perf_counter()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0 if implicit else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        issues = [_parser_issue(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise ExportError(parser_failure_message(Path(onnx_path), issues, trt.__version__))
-
+    builder, network, logger, parser = _parsed_network(trt, Path(onnx_path), implicit)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     config.clear_flag(trt.BuilderFlag.TF32)
@@ -212,7 +200,6 @@ def engine_from_onnx(onnx_path: Path, engine_path: Path, *, precision: str, min_
         config.int8_calibrator = calibrator
         if any(d < 0 for d in network.get_input(0).shape):
             config.set_calibration_profile(_fixed_profile(builder, network, calibrator.batch_shape))
-
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise ExportError(f"TensorRT {trt.__version__} could not build an engine from {onnx_path} "
@@ -221,26 +208,45 @@ def engine_from_onnx(onnx_path: Path, engine_path: Path, *, precision: str, min_
     if timing_cache is not None:
         write_bytes(Path(timing_cache), config.get_timing_cache().serialize())
     seconds = time.perf_counter() - started
-
     sidecar = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "engine": {"file": Path(engine_path).name, "sha256": sha256_file(Path(engine_path)),
                    "bytes": Path(engine_path).stat().st_size},
         "onnx": {"file": Path(onnx_path).name, "sha256": sha256_file(Path(onnx_path))},
-        "precision": precision,
-        "precision_source": CALIBRATOR_SOURCE if implicit else STRONGLY_TYPED_SOURCE,
-        "int8_mode": int8_mode if precision == "int8" else None,
-        "tensorrt": trt.__version__,
-        "gpu": _gpu(),
-        "profiles": profiles,
-        "workspace_gb": workspace_gb,
-        "tf32": False,
+        "precision": precision, "precision_source": CALIBRATOR_SOURCE if implicit else STRONGLY_TYPED_SOURCE,
+        "int8_mode": int8_mode if precision == "int8" else None, "tensorrt": trt.__version__, "gpu": _gpu(),
+        "profiles": profiles, "workspace_gb": workspace_gb, "tf32": False,
         "timing_cache": {"path": str(timing_cache), "reused": cache} if timing_cache else None,
-        "calibration": calibrator.summary() if calibrator else None,
-        "build_seconds": round(seconds, 2),
+        "calibration": calibrator.summary() if calibrator else None, "build_seconds": round(seconds, 2),
     }
     sidecar_path = write_json(_sidecar_path(Path(engine_path)), sidecar)
     return EngineResult(Path(engine_path), sidecar_path, sidecar, seconds)
+
+
+def _check_build(trt, onnx_path: Path, precision: str, int8_mode: str, workspace_gb: float,
+                 calibrator_data: np.ndarray | None, calib_cache: Path | None) -> None:
+    check_precision_request(precision, int8_mode, int(trt.__version__.split(".")[0]))
+    if workspace_gb <= 0:
+        raise BBExportError(f"--workspace must be > 0 GB; got {workspace_gb}")
+    implicit = int8_mode == "implicit"
+    if not implicit and (problem := onnx_precision_problem(onnx_path, precision)):
+        raise BBExportError(f"cannot build a strongly typed {precision} engine: {problem}")
+    if implicit and calibrator_data is None and not (calib_cache and Path(calib_cache).is_file()):
+        raise BBExportError("--int8-mode implicit needs calibration data or an existing calibration cache")
+
+
+def _parsed_network(trt, onnx_path: Path, implicit: bool):
+    """Builder, network (strongly typed unless ``implicit``), logger and parser of ``onnx_path``; a
+    parse failure names every failing node."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0 if implicit else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        issues = [_parser_issue(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise ExportError(parser_failure_message(onnx_path, issues, trt.__version__))
+    return builder, network, logger, parser
 
 
 def _parser_issue(error) -> ParserIssue:
@@ -353,13 +359,19 @@ def _gpu() -> dict:
 @dataclass(frozen=True)
 class TrtOptions:
     precision: str = "fp32"
-    calib: Path | None = None
     workspace_gb: float = 4.0
     min_batch: int | None = None
     opt_batch: int | None = None
     max_batch: int | None = None
     timing_cache: Path | None = None
     int8_mode: str = "explicit"
+    # How the FP16/INT8 ONNX is made (``bbexport quantize``'s options; the flavour is always trt), and
+    # the calibration data of an implicit INT8 build. None: quantize's defaults.
+    quantization: QuantizeOptions | None = None
+
+    def quantize_options(self) -> QuantizeOptions:
+        base = self.quantization or QuantizeOptions(self.precision, flavour="trt")
+        return replace(base, precision=self.precision, flavour="trt")
 
 
 @dataclass(frozen=True)
@@ -371,74 +383,75 @@ class TrtOutcome:
     validation: ValidationReport
 
 
-def trt_from_model(name: str, options: TrtOptions = TrtOptions(), export: ExportOptions | None = None,
+def trt_from_model(model: str | Subject, options: TrtOptions = TrtOptions(), export: ExportOptions | None = None,
                    log: Logger | None = None) -> TrtOutcome:
-    """Every ONNX-side product of ``options.precision``, then the engine, validated against PyTorch.
+    """Every ONNX-side product of ``options.precision``, then the engine, validated against PyTorch; an
+    engine built here from the same inputs (ONNX, options, TensorRT version, GPU) is reused.
 
     Where TensorRT or a CUDA device is missing, raises :class:`MissingDependencyError` (exit 3)
     after the ONNX-side products are written.
     """
-    from model_defs import get_spec, spec_with_size
-
-    from .pipeline import export_onnx, reusable_export
-    from .runners import TorchRunner
-    from .validate import FP32_BUDGET, INT8_BUDGET, validate, validation_inputs
-    from .weights import build_model
-
+    log = log or (lambda entry: None)
     export = export or ExportOptions()
-    check_precision_request(options.precision, options.int8_mode, trt_major())
-    if options.calib is not None and options.precision != "int8":
-        raise BBExportError(f"--calib applies to --precision int8 only, not {options.precision}")
-    batches = batch_profile(options.min_batch, options.opt_batch, options.max_batch,  # fail before the slow part
-                            None if export.dynamic_batch else export.batch)
+    _check_request(options, export)
+    subject = subject_of(model, export)
     if options.int8_mode == "explicit" and options.precision != "fp32":
-        from .quantize import QuantizeOptions, quantize_model
-
-        quantized = quantize_model(name, QuantizeOptions(precision=options.precision, flavour="trt",
-                                                         calib=options.calib), export=export, log=log)
-        onnx_path, budget = quantized.onnx_path, quantized.validation.budget  # the engine answers to the same
+        onnx_path = quantize_model(subject, options.quantize_options(), export=export, log=log).onnx_path
     else:
-        onnx_path = (reusable_export(name, export, log=log) or export_onnx(name, export, log=log)).onnx_path
-        budget = FP32_BUDGET if options.precision == "fp32" else INT8_BUDGET
+        onnx_path = export_onnx(subject, export, log=log).onnx_path
     if reason := trt_available():
         raise MissingDependencyError(f"TensorRT engine not built: {reason} "
                                      f"(the ONNX-side products are in {onnx_path.parent})")
-
-    spec = spec_with_size(get_spec(name), export.img_size)
-    final_dir = onnx_path.parent
-    engine_name = f"{spec.name}.{options.precision}.engine"
-    calib = calib_cache = None
+    engine_path = onnx_path.with_name(f"{subject.name}.{options.precision}.engine")
+    calib = None
     if options.int8_mode == "implicit":
-        from calibration.data import load_calibration
+        quantization = options.quantize_options()
+        calib = load_calibration(quantization.calib, subject.spec, quantization.calib_limit, seed=export.seed)
+    inputs = {"stage": "engine", **subject.identity(), "source": sha256_file(onnx_path),
+              "options": asdict(replace(options, timing_cache=None)), "calibration": calib and calib.sha256,
+              "tensorrt": trt_version(), "gpu": _gpu()}
+    if (sidecar := reusable(_sidecar_path(engine_path), inputs, artifact_key="engine")) is not None:
+        log(StageLog("trt", True, 0.0, "re-used: its sidecar records the same inputs", engine_path,
+                     artifact_bytes(engine_path)))
+        report = recorded_validation(sidecar, subject, options.precision)
+        return TrtOutcome(onnx_path, engine_path, _sidecar_path(engine_path), sidecar, report)
+    return _build_and_validate(subject, onnx_path, engine_path, options, inputs, calib, log)
 
-        calib = load_calibration(options.calib, spec, seed=export.seed)
-        key = calibration_key(sha256_file(onnx_path), calib.sha256, batches.opt)
-        calib_cache = final_dir / f"{spec.name}.int8.{key}.trtcalib"
-    model, weights = build_model(spec.name, export.weights, export.seed, spec=spec)
-    with staging_dir(ensure_writable_dir(final_dir)) as tmp:
-        t = time.perf_counter()
-        built = engine_from_onnx(onnx_path, tmp / engine_name, precision=options.precision,
+
+def _check_request(options: TrtOptions, export: ExportOptions) -> None:
+    """Every request TensorRT could not build, rejected before any export work."""
+    check_precision_request(options.precision, options.int8_mode, trt_major())
+    quantization = options.quantize_options()
+    if quantization.calib is not None and options.precision != "int8":
+        raise BBExportError(f"--calib applies to --precision int8 only, not {options.precision}")
+    if options.precision == "fp32" and quantization != QuantizeOptions("fp32", flavour="trt"):
+        raise BBExportError("the quantization options (--method, --exclude, --auto-exclude, …) apply to "
+                            "--precision fp16 and int8 only, not fp32")
+    batch_profile(options.min_batch, options.opt_batch, options.max_batch,
+                  None if export.dynamic_batch else export.batch)
+
+
+def _build_and_validate(subject: Subject, onnx_path: Path, engine_path: Path, options: TrtOptions, inputs: dict,
+                        calib, log: Logger) -> TrtOutcome:
+    calib_cache = None
+    if calib is not None:
+        key = calibration_key(sha256_file(onnx_path), calib.sha256, batch_profile(
+            options.min_batch, options.opt_batch, options.max_batch, None).opt)
+        calib_cache = onnx_path.parent / f"{subject.name}.int8.{key}.trtcalib"
+    with staging_dir(ensure_writable_dir(onnx_path.parent)) as tmp:
+        built = engine_from_onnx(onnx_path, tmp / engine_path.name, precision=options.precision,
                                  min_batch=options.min_batch, opt_batch=options.opt_batch,
                                  max_batch=options.max_batch, workspace_gb=options.workspace_gb,
                                  timing_cache=options.timing_cache, int8_mode=options.int8_mode,
                                  calibrator_data=calib.batch if calib else None, calib_cache=calib_cache)
-        if log:
-            log(StageLog("build", True, time.perf_counter() - t,
-                         f"TensorRT {built.sidecar['tensorrt']}, {built.sidecar['precision_source']}"))
-        t = time.perf_counter()
-        report = validate(TorchRunner(model), TrtRunner(built.engine_path), validation_inputs(spec, export.seed),
-                          budget)
-        photos = report.drift["photos"]
-        if log:
-            log(StageLog("validate", report.passed, time.perf_counter() - t,
-                         f"photos: max abs {photos.max_abs:.2e}, cosine {photos.cosine:.6f}, "
-                         f"top-1 {photos.top1_agreement:.0%}"))
-        if not report.passed:
-            raise ValidationFailed(f"{engine_name} does not match PyTorch: " + "; ".join(report.failures))
-        sidecar = {**built.sidecar, "model": spec.to_dict(), "weights": asdict(weights),
-                   "calibration_data": calib.describe() if calib else None, "validation": report.to_dict()}
-        engine_path = publish(built.engine_path, final_dir / engine_name)
-        sidecar_path = write_json(_sidecar_path(engine_path), sidecar)
-    if log:
-        log(StageLog("trt", True, built.seconds, path=engine_path, bytes=artifact_bytes(engine_path)))
+        log(StageLog("build", True, built.seconds,
+                     f"TensorRT {built.sidecar['tensorrt']}, {built.sidecar['precision_source']}"))
+        report = validated(subject, TrtRunner(built.engine_path), options.precision, engine_path.name, log)
+        sidecar = {**built.sidecar, "inputs": inputs, "model": subject.spec.to_dict(),
+                   "weights": asdict(subject.weights), "calibration_data": calib.describe() if calib else None,
+                   "validation": report.to_dict()}
+        staged_sidecar = write_json(_sidecar_path(built.engine_path), sidecar)  # every write before any publish
+        engine_path = publish(built.engine_path, engine_path)
+        sidecar_path = publish(staged_sidecar, _sidecar_path(engine_path))
+    log(StageLog("trt", True, built.seconds, path=engine_path, bytes=artifact_bytes(engine_path)))
     return TrtOutcome(onnx_path, engine_path, sidecar_path, sidecar, report)

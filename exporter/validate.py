@@ -13,49 +13,11 @@ from bbruntime.runners import OrtRunner, Runner
 from calibration import EVALUATION_PHOTOS, preprocess_batch, sample_photos
 from model_defs import ModelSpec, get_spec, spec_with_size
 
+from .budget import Budget, check_budget, load_budget, top1_meaningful
 from .runners import TorchRunner
 from .weights import build_model
 
 RANDOM_SAMPLES = 4
-
-
-@dataclass(frozen=True)
-class Budget:
-    """The tolerances one precision must meet. ``None`` switches a check off."""
-
-    name: str
-    max_rel_abs: float | None = None  # max abs error / max |reference logit|
-    min_cosine: float | None = None
-    min_top1: float | None = None
-    # Hold ``min_top1`` only on input sets where the reference's top-1s mean something
-    # (:func:`top1_meaningful`); elsewhere top-1 agreement is reported as "not meaningful".
-    top1_if_meaningful: bool = False
-    input_sets: tuple[str, ...] | None = None  # the input sets checked; None = all of them
-
-
-# FP32 must reproduce PyTorch up to float32 round-off: 1e-3 of the logit scale, every top-1 equal.
-FP32_BUDGET = Budget("fp32", max_rel_abs=1e-3, min_top1=1.0)
-# Reduced precisions (issue 3): FP16 on every input set; INT8 on the held-out photos only, since
-# it is calibrated on photos and seeded noise is outside the ranges it was calibrated for.
-FP16_BUDGET = Budget("fp16", min_cosine=0.999)
-INT8_BUDGET = Budget("int8", min_cosine=0.98, min_top1=0.95, top1_if_meaningful=True, input_sets=("photos",))
-
-# When do the reference's top-1 predictions mean something? Random weights, even BN-recalibrated,
-# either predict one class for every photo (MobileNetV2, GhostNet) or spread them with softmax gaps
-# of a few thousandths (ResNet-18), where any rounding flips a top-1. Trained weights on real
-# photos give many classes with clear winners. So top-1 agreement is held to a budget only where
-#   - the reference's top-1s cover at least half as many distinct classes as there are samples, and
-#   - the median gap between its first and second softmax probability is at least 0.05;
-# and then over the confident samples alone (gap >= metrics.CONFIDENT_MARGIN): a photo whose two
-# best classes are a near-tie (real EfficientNet-Lite1 on held-out photos: gaps 0.004, 0.053) flips
-# under small rounding and says nothing about the precision. Agreement over all samples is still reported.
-TOP1_MIN_CLASS_SHARE = 0.5
-TOP1_MIN_MARGIN = 0.05
-
-
-def top1_meaningful(d: Drift) -> bool:
-    """Whether the reference's top-1s over a set are diverse and confident enough to compare."""
-    return d.reference_classes >= max(2, TOP1_MIN_CLASS_SHARE * d.samples) and d.reference_margin >= TOP1_MIN_MARGIN
 
 
 def top1_text(d: Drift) -> str:
@@ -102,27 +64,7 @@ def validation_inputs(spec: ModelSpec, seed: int = 0, photos: tuple[str, ...] = 
     }
 
 
-def check_budget(budget: Budget, results: dict[str, Drift]) -> tuple[str, ...]:
-    failures = []
-    for set_name, d in results.items():
-        if budget.input_sets is not None and set_name not in budget.input_sets:
-            continue
-        if budget.max_rel_abs is not None and d.rel_max_abs > budget.max_rel_abs:
-            failures.append(f"{set_name}: max abs error {d.max_abs:.3g} is {d.rel_max_abs:.2e} of the logit "
-                            f"scale (budget {budget.max_rel_abs:g})")
-        if budget.min_cosine is not None and d.cosine < budget.min_cosine:
-            failures.append(f"{set_name}: cosine {d.cosine:.6f} < {budget.min_cosine}")
-        if budget.min_top1 is None:
-            continue
-        if not budget.top1_if_meaningful and d.top1_agreement < budget.min_top1:
-            failures.append(f"{set_name}: top-1 agreement {d.top1_agreement:.1%} < {budget.min_top1:.0%}")
-        elif budget.top1_if_meaningful and top1_meaningful(d) and d.confident_top1_agreement < budget.min_top1:
-            failures.append(f"{set_name}: top-1 agreement {d.confident_top1_agreement:.1%} on the "
-                            f"{d.confident_samples} confident samples < {budget.min_top1:.0%}")
-    return tuple(failures)
-
-
-def validate(reference: Runner, candidate: Runner, inputs: dict[str, np.ndarray], budget: Budget = FP32_BUDGET,
+def validate(reference: Runner, candidate: Runner, inputs: dict[str, np.ndarray], budget: Budget,
              photos: tuple[str, ...] = EVALUATION_PHOTOS) -> ValidationReport:
     """Run both runners on every input set and hold the drift to ``budget``."""
     outputs = {name: reference.infer(batch) for name, batch in inputs.items()}
@@ -136,8 +78,8 @@ def validate_against(reference_outputs: dict[str, np.ndarray], candidate: Runner
     return ValidationReport(budget=budget, drift=results, photos=photos, failures=check_budget(budget, results))
 
 
-def validate_onnx_file(onnx_file: Path, model_name: str, weights: Path | None = None, seed: int = 0
-                       ) -> ValidationReport:
+def validate_onnx_file(onnx_file: Path, model_name: str, weights: Path | None = None, seed: int = 0,
+                       budget_file: Path | None = None) -> ValidationReport:
     """Validate an existing FP32 ONNX file against the PyTorch variant it came from."""
     import onnx
 
@@ -154,4 +96,5 @@ def validate_onnx_file(onnx_file: Path, model_name: str, weights: Path | None = 
                             f"({spec.input_size[0]} channels)")
     spec = spec_with_size(spec, (dims[2], dims[3]))
     model, _ = build_model(spec.name, weights, seed, spec=spec)
-    return validate(TorchRunner(model), OrtRunner(Path(onnx_file)), validation_inputs(spec, seed))
+    budget = load_budget(budget_file).budget(spec.name, spec.family, "fp32")
+    return validate(TorchRunner(model), OrtRunner(Path(onnx_file)), validation_inputs(spec, seed), budget)

@@ -5,7 +5,7 @@ Never plain pickle: a checkpoint is data, not code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +14,8 @@ from torch import nn
 
 from bbruntime.errors import WeightsError, first_line
 from calibration.batchnorm import recalibrate_batchnorm
-from model_defs import ModelSpec, create_model, get_entry, get_spec
+from model_defs import ModelSpec, create_model, definition_sha256, get_entry
+from model_defs._registry import Remap
 
 from .artifacts import sha256_file
 
@@ -78,17 +79,16 @@ def _is_state_dict(d: Mapping) -> bool:
     return bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
 
 
-def load_weights(model: nn.Module, model_name: str, path: Path) -> WeightsSource:
+def load_weights(model: nn.Module, source: ModelSource, path: Path) -> WeightsSource:
     """Load a checkpoint strictly into ``model``, through the family's remap if its keys are foreign."""
     state = read_state_dict(path)
-    remap = get_entry(model_name).remap
     own_keys = set(model.state_dict())
-    if remap is not None and set(state) != own_keys:
+    if source.remap is not None and set(state) != own_keys:
         try:
-            state = remap(state)
+            state = source.remap(state)
         except KeyError as e:
-            raise WeightsError(f"{Path(path).name} does not fit {model_name}: no key {e} in its layout") from e
-    check_state_dict(model, state, model_name, Path(path).name)
+            raise WeightsError(f"{Path(path).name} does not fit {source.spec.name}: no key {e} in its layout") from e
+    check_state_dict(model, state, source.spec.name, Path(path).name)
     model.load_state_dict(state, strict=True)
     return WeightsSource(kind="checkpoint", path=str(Path(path).resolve()), sha256=sha256_file(Path(path)))
 
@@ -112,52 +112,43 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], model_
 
 
 
-def build_model(name: str, weights: Path | None = None, seed: int = 0, spec: ModelSpec | None = None,
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a network comes from: a registered variant, or timm/torchvision for ``timm:NAME``."""
+
+    spec: ModelSpec  # at its default size
+    create: Callable[[], nn.Module]  # a fresh model, weights initialised from torch's seed
+    remap: Remap | None  # foreign checkpoint layout -> ours
+    definition: str  # what decides the network: our definition's sha256, or the library and its version
+
+
+def model_source(name: str) -> ModelSource:
+    """The registry's variant ``name``, or ``timm:NAME`` / ``torchvision:NAME`` (:mod:`exporter.foreign`)."""
+    from .foreign import foreign_source, is_foreign
+
+    if is_foreign(name):
+        return foreign_source(name)
+    entry = get_entry(name)
+    return ModelSource(entry.spec, lambda: create_model(entry.spec.name), entry.remap, definition_sha256(entry.spec.name))
+
+
+def build_model(source: str | ModelSource, weights: Path | None = None, seed: int = 0, spec: ModelSpec | None = None,
                 recalibrate_bn: bool = True) -> tuple[nn.Module, WeightsSource]:
-    """The variant in eval mode, at ``spec``'s input size: a checkpoint loaded strictly, or seeded
+    """The network in eval mode, at ``spec``'s input size: a checkpoint loaded strictly, or seeded
     random weights whose BatchNorm statistics are re-estimated on the calibration photos.
 
     Models whose weights depend on the resolution (position embeddings, attention masks) define
     ``set_input_size(hw)``; it runs after the weights are loaded, so a checkpoint trained at the
     default size is resampled once, on the weights, rather than by a resize inside the graph.
     """
-    spec = spec or get_spec(name)
+    source = model_source(source) if isinstance(source, str) else source
+    spec = spec or source.spec
     torch.manual_seed(seed)
-    model = create_model(name)
-    source = load_weights(model, name, Path(weights)) if weights is not None else None
-    if spec.input_size[1:] != get_spec(name).input_size[1:] and hasattr(model, "set_input_size"):
+    model = source.create().eval()
+    loaded = load_weights(model, source, Path(weights)) if weights is not None else None
+    if spec.input_size[1:] != source.spec.input_size[1:] and hasattr(model, "set_input_size"):
         model.set_input_size(spec.input_size[1:])
-    if source is None:
-        recalibrated = recalibrate_bn and _recalibrate(model, spec, seed)
-        source = WeightsSource(kind="random", seed=seed, bn_recalibrated=recalibrated)
-    return model.eval(), source
-
-
-# BatchNorm statistics of the last random variant recalibrated in this process: a report builds the
-# same model for its export, each precision and the eager baseline; at EfficientNet-B7's 600 px the
-# recalibration passes alone take tens of seconds.
-_RECALIBRATED: dict[tuple[ModelSpec, int], dict[str, torch.Tensor] | None] = {}
-
-
-def _recalibrate(model: nn.Module, spec: ModelSpec, seed: int) -> bool:
-    """``recalibrate_batchnorm``, or the statistics it gave this variant, seed and size before."""
-    key = (spec, seed)
-    if key not in _RECALIBRATED:
-        _RECALIBRATED.clear()
-        recalibrated = recalibrate_batchnorm(model, spec)
-        _RECALIBRATED[key] = {name: b.detach().clone() for name, b in _norm_buffers(model)} if recalibrated else None
-        return recalibrated
-    statistics = _RECALIBRATED[key]
-    if statistics is None:
-        return False
-    with torch.no_grad():
-        for name, buffer in _norm_buffers(model):
-            buffer.copy_(statistics[name])
-    return True
-
-
-def _norm_buffers(model: nn.Module):
-    for module_name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            for name, buffer in module.named_buffers(recurse=False):
-                yield f"{module_name}.{name}", buffer
+    if loaded is None:
+        recalibrated = recalibrate_bn and recalibrate_batchnorm(model, spec)
+        loaded = WeightsSource(kind="random", seed=seed, bn_recalibrated=recalibrated)
+    return model.eval(), loaded

@@ -36,21 +36,6 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(scale)
 
 
-class ConvBnAct(nn.Module):
-    """Conv (no bias, 'same' padding for odd kernels) -> BatchNorm -> activation, with timm's
-    ``conv``/``bn1`` names (timm folds the activation into ``bn1``; it has no parameters)."""
-
-    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
-                 act_layer: type[nn.Module] = nn.ReLU):
-        super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_chs)
-        self.act = act_layer(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn1(self.conv(x)))
-
-
 class Mlp(nn.Module):
     """The transformer feed-forward block: Linear -> activation -> Linear, with timm's ``fc1``/``fc2``
     names. The default GELU is the exact (erf) form the ViT and Swin checkpoints were trained with."""

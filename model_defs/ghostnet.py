@@ -17,7 +17,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._layers import ConvBnAct, SqueezeExcite, make_divisible
+from ._efficientnet_blocks import BlockOptions, ConvBnAct
+from ._layers import SqueezeExcite, make_divisible
 from ._registry import register_model
 
 
@@ -121,7 +122,7 @@ class GhostNet(nn.Module):
             stage_modules.append(nn.Sequential(*blocks))
         # The last stage is a lone 1x1 conv up to the last block's expansion width (960 at 1.0x).
         self.num_features = make_divisible(args.expansion_chs * width, 4)
-        stage_modules.append(nn.Sequential(ConvBnAct(in_chs, self.num_features)))
+        stage_modules.append(nn.Sequential(ConvBnAct(in_chs, self.num_features, 1, 1, BlockOptions(nn.ReLU))))
         self.blocks = nn.Sequential(*stage_modules)
         # Head: pool first, then a 1x1 conv with bias to 1280 (MobileNetV3's "efficient head").
         self.global_pool = nn.AdaptiveAvgPool2d(1)

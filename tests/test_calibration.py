@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -197,3 +199,62 @@ def test_histograms_collected_by_tensor_group_equal_onnx_runtimes_own(tmp_path, 
     assert len(passes) == 2 and set(got) == set(expected) and len(got) > 20
     for name, histogram in expected.items():
         assert all(np.array_equal(a, b) for a, b in zip(histogram, got[name], strict=True)), name
+
+
+# ----------------------------------------------------------------------------- images from the wild
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares a size and holds no pixels: what a decompression bomb's header looks like."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + \
+        chunk(b"IEND", b"")
+
+
+def _wild_folder(folder: Path) -> dict[str, str]:
+    """One file of each awkward kind; returns name -> what must happen to it ("read" or "skipped")."""
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    photo.save(folder / "plain.jpg")
+    photo.convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray((rng.integers(0, 65535, (30, 30))).astype(np.uint16)).save(folder / "sixteen_bit.png")
+    photo.convert("RGBA").quantize(16).save(folder / "palette.png")
+    photo.convert("RGBA").save(folder / "alpha.png")
+    photo.convert("L").save(folder / "gray.png")
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(folder / "one_pixel.png")
+    rotated = photo.copy()
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    rotated.save(folder / "exif_rotated.jpg", exif=exif)
+    data = (folder / "plain.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "garbage.png").write_bytes(b"not an image at all")
+    (folder / "bomb.png").write_bytes(_png_header(40_000, 40_000))  # 1.6 gigapixels declared: refused unread
+    return {"plain.jpg": "read", "cmyk.jpg": "read", "sixteen_bit.png": "read", "palette.png": "read",
+            "alpha.png": "read", "gray.png": "read", "one_pixel.png": "read", "exif_rotated.jpg": "read",
+            "truncated.jpg": "skipped", "garbage.png": "skipped", "bomb.png": "skipped"}
+
+
+def test_images_from_the_wild_are_converted_or_skipped(tmp_path: Path) -> None:
+    from bbruntime.errors import ImageError
+    from bbruntime.preprocess import read_image
+
+    expected = _wild_folder(tmp_path)
+    for name, fate in expected.items():
+        if fate == "read":
+            image = read_image(tmp_path / name)
+            assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3, name
+        else:
+            with pytest.raises(ImageError):
+                read_image(tmp_path / name)
+    assert read_image(tmp_path / "exif_rotated.jpg").shape[:2] == (60, 40)  # upright, as a viewer shows it
+    sixteen = read_image(tmp_path / "sixteen_bit.png")
+    assert 100 < sixteen.mean() < 155  # scaled to 8 bits, not clipped to white
+    calib = load_calibration(tmp_path, get_spec("resnet18"))
+    assert len(calib.batch) == 8 and sorted(calib.skipped) == ["bomb.png", "garbage.png", "truncated.jpg"]
+    digits = load_calibration(tmp_path, replace(get_spec("resnet18"), input_size=(1, 32, 32), mean=(0.5,), std=(0.5,)))
+    assert digits.batch.shape == (8, 1, 32, 32)  # RGB files for a one-channel model: their luminance

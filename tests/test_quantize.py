@@ -18,13 +18,14 @@ from calibration import CALIBRATION_PHOTOS
 from calibration.data import CalibrationSet
 from exporter import quantize
 from exporter.artifacts import publish, sha256_file, sidecar_of
+from exporter.budget import Budget, check_budget, load_budget, top1_meaningful
 from exporter.calib_cache import calibrated_ranges
 from exporter.fp16 import fp16_from_onnx
 from exporter.onnx_export import save_onnx
 from exporter.pipeline import ExportOptions
 from exporter.qdq import qdq_from_onnx, quantizable_nodes, weight_quantization, without_quantization
 from exporter.quantize import QuantizeOptions, int8_runner, quantize_model
-from exporter.validate import INT8_BUDGET, Budget, check_budget, top1_meaningful, validation_inputs
+from exporter.validate import validation_inputs
 from model_defs import get_spec, spec_with_size
 from model_defs.efficientnet import installed_lite_checkpoint, lite_package
 
@@ -177,12 +178,13 @@ def test_unknown_exclude_pattern_is_an_error(export, int8_trt):
         quantize_model("resnet18", QuantizeOptions(precision="int8", exclude=("/nope/*",)), export)
 
 
-def test_a_missed_budget_fails_with_numbers_and_publishes_nothing(export, int8_trt):
+def test_a_missed_budget_fails_with_numbers_and_publishes_nothing(export, int8_trt, tmp_path):
     folder = int8_trt.onnx_path.parent
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
-    impossible = Budget("impossible", min_cosine=0.999999999)
+    impossible = tmp_path / "budget.csv"
+    impossible.write_text("match,precision,max_rel_abs,min_cosine,min_top1\n*,fp32,0.001,,1.0\n*,int8,,0.999999999,\n")
     with pytest.raises(ValidationFailed, match=r"cosine 0\.\d+ < 0\.999999999"):
-        quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt", budget=impossible), export)
+        quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt"), replace(export, budget=impossible))
     after = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     assert after == before
 
@@ -214,8 +216,9 @@ def test_top1_is_enforced_only_where_meaningful(classes, margin, meaningful):
 
 def test_int8_budget_checks_the_held_out_photos_only():
     bad = drift(_logits(list(range(4)), 5.0), -_logits(list(range(4)), 5.0))
-    assert check_budget(INT8_BUDGET, {"random": bad}) == ()
-    assert check_budget(INT8_BUDGET, {"photos": bad})
+    int8 = load_budget().budget("resnet18", "resnet", "int8")
+    assert check_budget(int8, {"random": bad}) == ()
+    assert check_budget(int8, {"photos": bad})
 
 
 @pytest.mark.slow

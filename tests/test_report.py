@@ -13,11 +13,13 @@ import pytest
 from click.testing import CliRunner
 
 from bbruntime.errors import BBExportError
-from bbruntime.metrics import Drift
 from bbruntime.timing import TimingOptions
 from exporter import report as runner
 from exporter.cli import cli
-from exporter.pipeline import ExportOptions, reusable_export
+from exporter.pipeline import ExportOptions, export_inputs
+from exporter.report import run as report_run
+from exporter.reuse import reusable
+from exporter.subject import subject_for
 from model_defs import definition_sha256, get_spec, spec_with_size
 
 MODELS = ("resnet18", "ghostnet_050")
@@ -43,21 +45,21 @@ def first_run(tmp_path_factory):
 def test_rows_cover_every_model_precision_and_backend(first_run):
     _, report, _, _ = first_run
     assert not report.failures, report.failures
-    measured = {(r["model"], r["precision"], r["backend"]) for r in report.rows}
+    measured = {(r.model, r.precision, r.backend) for r in report.rows}
     for model in MODELS:
         assert (model, "fp32", "torch") in measured
         for precision in PRECISIONS:
             assert (model, precision, "ort") in measured
     for row in report.rows:
-        assert row["weights"].startswith("random (seed 0, BN-recalibrated")
-        assert row["median_ms"] > 0 and row["iterations"] >= 2
-        assert row["speedup_vs_eager"] is not None and row["speedup_vs_fp32"] is not None
-        if row["backend"] == "ort":
-            assert 0.0 < row["cosine"] <= 1.0 + 1e-9 and row["budget_pass"] is not None
-            assert (row["budget_pass"] is False) == bool(row["budget_misses"])
-            assert row["artifact_bytes"] > 0 and Path(row["artifact"]).is_file()
-        if row["precision"] == "int8":
-            assert row["flavour"] == "cpu"
+        assert row.weights.startswith("random (seed 0, BN-recalibrated")
+        assert row.median_ms > 0 and row.iterations >= 2
+        assert row.speedup_vs_eager is not None and row.speedup_vs_fp32 is not None
+        if row.backend == "ort":
+            assert 0.0 < row.cosine <= 1.0 + 1e-9 and row.budget_pass is not None
+            assert (row.budget_pass is False) == bool(row.budget_misses)
+            assert row.artifact_bytes > 0 and Path(row.artifact).is_file()
+        if row.precision == "int8":
+            assert row.flavour == "cpu"
 
 
 def test_json_is_the_documented_schema(first_run):
@@ -104,55 +106,57 @@ def test_second_run_reuses_every_artifact(first_run):
     report = runner.run_report(MODELS, options)
     assert not report.failures
     assert manifests(options.artifacts) == before  # nothing re-exported or re-quantized
-    assert all(r["reused"] for r in report.rows if r["backend"] != "torch")
+    assert all(r.reused for r in report.rows if r.backend != "torch")
 
 
 def test_an_edited_model_definition_is_exported_again(first_run, tmp_path):
     options, _, _, _ = first_run
     export = ExportOptions(img_size=64, out=tmp_path)
     shutil.copytree(options.artifacts / "resnet18", tmp_path / "resnet18")
-    assert reusable_export("resnet18", export) is not None
+    inputs = export_inputs(subject_for("resnet18", 64), export)
     manifest_path = tmp_path / "resnet18" / "resnet18.json"
+    assert reusable(manifest_path, inputs) is not None
     manifest = json.loads(manifest_path.read_text())
-    assert manifest["definition_sha256"] == definition_sha256("resnet18")
-    manifest_path.write_text(json.dumps({**manifest, "definition_sha256": "0" * 64}))  # as if resnet.py changed
-    assert reusable_export("resnet18", export) is None
+    assert manifest["inputs"]["definition"] == definition_sha256("resnet18")
+    edited = {**manifest, "inputs": {**manifest["inputs"], "definition": "0" * 64}}  # as if resnet.py changed
+    manifest_path.write_text(json.dumps(edited))
+    assert reusable(manifest_path, inputs) is None
 
 
 def test_changed_inputs_invalidate_the_manifest(first_run, tmp_path):
     options, _, _, _ = first_run
     spec = spec_with_size(get_spec("resnet18"), 64)
-    folder = options.artifacts / "resnet18"
-    source = json.loads((folder / "resnet18.json").read_text())["onnx"]["sha256"]
-    fresh = {"model": spec.to_dict(), **runner.weights_identity(None, 0), "source.sha256": source}
-    manifest = folder / "resnet18.int8-cpu.json"
-    assert runner.reusable_manifest(manifest, fresh) is not None
-    assert runner.reusable_manifest(manifest, {**fresh, "weights.seed": 1}) is None
-    assert runner.reusable_manifest(manifest, {**fresh, "source.sha256": "0" * 64}) is None
-    assert runner.reusable_manifest(manifest, {**fresh, "model": replace(spec, crop_pct=1.0).to_dict()}) is None
+    manifest = options.artifacts / "resnet18" / "resnet18.int8-cpu.json"
+    fresh = json.loads(manifest.read_text())["inputs"]
+    assert fresh["model"] == json.loads(json.dumps(spec.to_dict()))
+    assert reusable(manifest, fresh) is not None
+    assert reusable(manifest, {**fresh, "weights": {"kind": "random", "seed": 1}}) is None
+    assert reusable(manifest, {**fresh, "source": "0" * 64}) is None
+    assert reusable(manifest, {**fresh, "model": replace(spec, crop_pct=1.0).to_dict()}) is None
+    assert reusable(manifest, {**fresh, "calibration": "0" * 64}) is None
     # A changed file on disk no longer has the recorded hash.
     copy = tmp_path / "resnet18"
     copy.mkdir()
     (copy / manifest.name).write_text(manifest.read_text())
     (copy / "resnet18.int8-cpu.onnx").write_bytes(b"not the quantized graph")
-    assert runner.reusable_manifest(copy / manifest.name, fresh) is None
+    assert reusable(copy / manifest.name, fresh) is None
 
 
 def test_failing_model_is_recorded_and_the_run_goes_on(first_run, monkeypatch):
     options, _, _, _ = first_run
-    real = runner.fp32_artifact
+    real = report_run.fp32_artifact
 
-    def broken_for_ghostnet(spec, export, log=None):
-        if spec.name == "ghostnet_050":
+    def broken_for_ghostnet(subject, export, log=None):
+        if subject.name == "ghostnet_050":
             raise RuntimeError("simulated exporter crash\nwith a second line")
-        return real(spec, export, log)
+        return real(subject, export, log)
 
-    monkeypatch.setattr(runner, "fp32_artifact", broken_for_ghostnet)
+    monkeypatch.setattr(report_run, "fp32_artifact", broken_for_ghostnet)
     report = runner.run_report(MODELS, replace(options, precisions=("fp32",)))
     assert [(f.model, f.stage, f.error) for f in report.failures] == [
         ("ghostnet_050", "export fp32", "RuntimeError: simulated exporter crash")]
     assert "Traceback" in report.failures[0].traceback
-    assert {r["model"] for r in report.rows} == {"resnet18"}
+    assert {r.model for r in report.rows} == {"resnet18"}
     summary = {s["family"]: s for s in report.summaries()}["ghostnet"]
     assert summary["failures"] == 1
     assert "FAILED" in runner.report_markdown(report)
@@ -167,60 +171,13 @@ def test_cli_exit_codes_for_failures_and_strict_budgets(first_run, tmp_path):
     assert "report.html" in result.output and (tmp_path / "ok" / "report.html").is_file()
 
     impossible = tmp_path / "budget.csv"
-    impossible.write_text("match,precision,min_cosine,min_top1\n*,fp32,1.5,\n")
+    impossible.write_text("match,precision,max_rel_abs,min_cosine,min_top1\n*,fp32,,1.5,\n")
     args = [*common, "--out", str(tmp_path / "strict"), "--budget", str(impossible)]
     assert CliRunner().invoke(cli, args).exit_code == 0  # misses are reported, not fatal by default
     strict = CliRunner().invoke(cli, [*args, "--strict"])
     assert strict.exit_code == 1 and "budget miss: resnet18 fp32 on ort" in strict.output
 
     assert CliRunner().invoke(cli, ["report", "--models", "resnet18", "--all"]).exit_code == 2
-
-
-def test_budget_lookup_prefers_the_most_specific_row(tmp_path):
-    table = tmp_path / "budget.csv"
-    table.write_text("# comment\nmatch,precision,min_cosine,min_top1\n"
-                     "*,int8,0.98,\nresnet,int8,0.97,\nresnet18,int8,0.99,0.95\n")
-    rules = runner.load_drift_budget(table)
-    assert runner.budget_for(rules, get_spec("resnet18"), "int8").min_cosine == 0.99
-    assert runner.budget_for(rules, get_spec("resnet50"), "int8").min_cosine == 0.97
-    assert runner.budget_for(rules, get_spec("ghostnet_050"), "int8").min_cosine == 0.98
-    assert runner.budget_for(rules, get_spec("resnet18"), "fp16") is None
-
-
-def drift_dict(cosine: float, top1: float, classes: int, margin: float) -> dict:
-    return Drift(samples=10, max_abs=0.1, mean_abs=0.01, rel_max_abs=0.01, rel_l2=0.01, cosine=cosine, kl=0.0,
-                 top1_agreement=top1, top5_agreement=top1, reference_classes=classes,
-                 reference_margin=margin, confident_samples=10, confident_top1_agreement=top1).to_dict()
-
-
-def test_top1_is_held_only_where_it_means_something():
-    rule = runner.BudgetRule("*", "int8", min_cosine=0.99, min_top1=0.95)
-    confident = drift_dict(0.985, 0.90, classes=8, margin=0.3)
-    assert runner.budget_misses(rule, confident) == ["cosine 0.985000 < 0.99", "top-1 90% on 10 confident photos < 95%"]
-    one_class = drift_dict(0.995, 0.50, classes=1, margin=0.3)  # random weights: one class for every photo
-    assert runner.budget_misses(rule, one_class) == []
-    assert runner.budget_misses(None, confident) == []
-
-
-def test_default_budget_matches_the_precision_issue():
-    rules = runner.load_drift_budget()
-    spec = get_spec("resnet18")
-    assert runner.budget_for(rules, spec, "fp16").min_cosine == 0.999
-    assert (runner.budget_for(rules, spec, "int8").min_cosine, runner.budget_for(rules, spec, "int8").min_top1) \
-        == (0.98, 0.95)
-
-
-@pytest.mark.parametrize("text, fragment", [
-    ("model,precision\n*,fp32\n", "header must be"),
-    ("match,precision,min_cosine,min_top1\n*,fp64,0.9,\n", "precision must be"),
-    ("match,precision,min_cosine,min_top1\n*,fp32,high,\n", "data row 1"),
-    ("match,precision,min_cosine,min_top1\n*,fp32,0.9,\n*,fp32,0.8,\n", "appears twice"),
-])
-def test_malformed_budget_is_a_user_error(tmp_path, text, fragment):
-    table = tmp_path / "budget.csv"
-    table.write_text(text)
-    with pytest.raises(BBExportError, match=fragment):
-        runner.load_drift_budget(table)
 
 
 def test_trt_flavour_drift_on_ort_where_asked(first_run, tmp_path):
@@ -230,12 +187,12 @@ def test_trt_flavour_drift_on_ort_where_asked(first_run, tmp_path):
     both = replace(options, int8_flavours=("cpu", "trt"))
     report = runner.run_report(["resnet18"], both)
     assert not report.failures, report.failures
-    int8 = {r["flavour"]: r for r in report.rows if r["precision"] == "int8"}
-    assert set(int8) == {"cpu", "trt"} and {r["backend"] for r in int8.values()} == {"ort"}
-    assert int8["cpu"]["reused"] and not int8["trt"]["reused"]
-    trt_manifest = json.loads(Path(int8["trt"]["artifact"]).with_suffix(".json").read_text())
+    int8 = {r.flavour: r for r in report.rows if r.precision == "int8"}
+    assert set(int8) == {"cpu", "trt"} and {r.backend for r in int8.values()} == {"ort"}
+    assert int8["cpu"].reused and not int8["trt"].reused
+    trt_manifest = json.loads(Path(int8["trt"].artifact).with_suffix(".json").read_text())
     assert trt_manifest["details"]["measured_with"].startswith("Q/DQ run as written")
-    assert int8["trt"]["cosine"] == trt_manifest["validation"]["drift"]["photos"]["cosine"]
+    assert int8["trt"].cosine == trt_manifest["validation"]["drift"]["photos"]["cosine"]
     assert any("int8-trt on ort" in line for line in runner.machine_lines(report))
     assert report.settings["int8_flavours"] == {"ort": ["cpu", "trt"], "trt": ["trt"]}
     with pytest.raises(BBExportError, match="unknown INT8 flavour"):

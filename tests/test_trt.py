@@ -238,3 +238,11 @@ def test_implicit_int8_calibrates_once(tmp_path: Path) -> None:
     assert first.sidecar["calibration"]["images"] > 0 and not first.sidecar["calibration"]["cache_reused"]
     second = trt_from_model("resnet18", options, export)
     assert second.sidecar["calibration"]["cache_reused"] and second.sidecar["calibration"]["images"] == 0
+
+
+def test_trt_takes_every_quantization_option() -> None:
+    """``bbexport trt`` builds its FP16/INT8 ONNX with ``bbexport quantize``'s options, and the budget."""
+    shown = run("trt", "--help").output
+    for option in ("--calib", "--calib-limit", "--method", "--exclude", "--auto-exclude", "--quantize-all",
+                   "--budget"):
+        assert option in shown, option

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from bbruntime.metrics import drift
-from exporter.validate import FP32_BUDGET, Budget, check_budget, validation_inputs
+from exporter.budget import Budget, check_budget, load_budget
+from exporter.validate import validation_inputs
 from model_defs import get_spec
 
 
@@ -30,7 +31,8 @@ def test_known_drift_values() -> None:
 def test_budget_failures_name_the_numbers() -> None:
     ref = np.eye(4, 10)
     bad = ref + np.eye(4, 10, k=1) * 2
-    failures = check_budget(FP32_BUDGET, {"photos": drift(ref, bad)})
+    fp32 = load_budget().budget("resnet18", "resnet", "fp32")
+    failures = check_budget(fp32, {"photos": drift(ref, bad)})
     assert any("top-1 agreement 0.0% < 100%" in f for f in failures)
     assert any("of the logit scale" in f for f in failures)
     assert check_budget(Budget("loose", min_cosine=-1.0), {"photos": drift(ref, bad)}) == ()

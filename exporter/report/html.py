@@ -13,15 +13,8 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from .report import (
-    PRECISIONS,
-    RANDOM_WEIGHTS_NOTE,
-    Report,
-    display_columns,
-    grouped_rows,
-    machine_lines,
-    summary_line,
-)
+from .markdown import display_columns, machine_lines
+from .rows import PRECISION_ORDER, RANDOM_WEIGHTS_NOTE, Report, Row, grouped_rows, summary_line
 
 COLOURS = {"fp32": "#1f77b4", "fp16": "#ff7f0e", "int8-cpu": "#2ca02c", "int8-trt": "#d62728",
            "fp32 torch": "#7f7f7f"}
@@ -76,12 +69,12 @@ def report_html(report: Report) -> str:
                 cells = []
                 for header, cell in columns:
                     classes = ["text"] if header in TEXT_COLUMNS else []
-                    if header == "Budget" and row["budget_pass"] is not None:
-                        classes.append("pass" if row["budget_pass"] else "miss")
-                    if MISSED_BY_COLUMN.get(header, "\0") in row["budget_misses"]:
+                    if header == "Budget" and row.budget_pass is not None:
+                        classes.append("pass" if row.budget_pass else "miss")
+                    if MISSED_BY_COLUMN.get(header, "\0") in row.budget_misses:
                         classes.append("miss")
                     cells.append(f'<td class="{" ".join(classes)}">{esc(cell(row))}</td>')
-                parts.append(f'<tr class="precision-{esc(row["precision"])}">' + "".join(cells) + "</tr>")
+                parts.append(f'<tr class="precision-{esc(row.precision)}">' + "".join(cells) + "</tr>")
             parts.append("</tbody></table></div>")
         parts += [f'<p class="failure"><strong>FAILED</strong> {esc(f.model)} at {esc(f.stage)}: {esc(f.error)}</p>'
                   for f in failures]
@@ -92,7 +85,7 @@ def report_html(report: Report) -> str:
 # ----------------------------------------------------------------------------- plots
 
 
-def _figures(rows: Sequence[dict]) -> list[str]:
+def _figures(rows: Sequence[Row]) -> list[str]:
     plots = [
         (_drift_vs_speedup(rows), "Drift against speedup, per family: one point per variant × precision × "
                                   "backend at the smallest batch. Dashed lines: the cosine budgets."),
@@ -110,19 +103,15 @@ def _svg(fig: Figure) -> str:
     return text[text.index("<svg"):]  # drop the XML prolog and DOCTYPE: the SVG sits inside HTML
 
 
-def _label(row: dict) -> str:
-    return f"{row['precision']}-{row['flavour']}" if row["flavour"] else row["precision"]
+def _colour(row: Row) -> str:
+    return COLOURS["fp32 torch"] if row.backend == "torch" else COLOURS.get(row.label, "#9467bd")
 
 
-def _colour(row: dict) -> str:
-    return COLOURS["fp32 torch"] if row["backend"] == "torch" else COLOURS.get(_label(row), "#9467bd")
-
-
-def _at_batch(rows: Sequence[dict], largest: bool) -> list[dict]:
+def _at_batch(rows: Sequence[Row], largest: bool) -> list[Row]:
     if not rows:
         return []
-    batch = (max if largest else min)(r["batch"] for r in rows)
-    return [r for r in rows if r["batch"] == batch]
+    batch = (max if largest else min)(r.batch for r in rows)
+    return [r for r in rows if r.batch == batch]
 
 
 def _no_data(ax) -> None:
@@ -131,24 +120,24 @@ def _no_data(ax) -> None:
     ax.set_yticks([])
 
 
-def _drift_vs_speedup(rows: Sequence[dict]) -> Figure:
-    points = [r for r in _at_batch(rows, largest=False) if r["cosine"] is not None]
-    families = sorted({r["family"] for r in points}) or ["(none)"]
+def _drift_vs_speedup(rows: Sequence[Row]) -> Figure:
+    points = [r for r in _at_batch(rows, largest=False) if r.cosine is not None]
+    families = sorted({r.family for r in points}) or ["(none)"]
     columns = min(3, len(families))
     lines = -(-len(families) // columns)
     fig = Figure(figsize=(4.6 * columns, 3.6 * lines), layout="constrained")
     axes = fig.subplots(lines, columns, squeeze=False).ravel()
     for ax, family in zip(axes, families, strict=False):
-        mine = [r for r in points if r["family"] == family]
+        mine = [r for r in points if r.family == family]
         if not mine:
             _no_data(ax)
             continue
         for r in mine:
-            x, y = r["speedup_vs_eager"] or 0.0, max(1.0 - r["cosine"], DRIFT_FLOOR)
-            ax.scatter(x, y, color=_colour(r), marker=MARKERS.get(r["backend"], "o"), s=42,
-                       edgecolors="black" if r["budget_pass"] is False else "none", linewidths=1.5, zorder=3)
-            ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color="#333")
-        for limit in sorted({r["budget_min_cosine"] for r in mine if r["budget_min_cosine"] is not None}):
+            x, y = r.speedup_vs_eager or 0.0, max(1.0 - r.cosine, DRIFT_FLOOR)
+            ax.scatter(x, y, color=_colour(r), marker=MARKERS.get(r.backend, "o"), s=42,
+                       edgecolors="black" if r.budget_pass is False else "none", linewidths=1.5, zorder=3)
+            ax.annotate(r.model, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color="#333")
+        for limit in sorted({r.budget_min_cosine for r in mine if r.budget_min_cosine is not None}):
             ax.axhline(1.0 - limit, color="#999", linestyle="--", linewidth=0.8)
         ax.set_yscale("log")
         ax.set_title(family, fontsize=10)
@@ -162,11 +151,11 @@ def _drift_vs_speedup(rows: Sequence[dict]) -> Figure:
     return fig
 
 
-def _legend(fig: Figure, rows: Sequence[dict]) -> None:
+def _legend(fig: Figure, rows: Sequence[Row]) -> None:
     from matplotlib.lines import Line2D
 
-    labels = sorted({(_label(r), r["backend"]) for r in rows},
-                    key=lambda lb: (PRECISIONS.index(lb[0].split("-")[0]), lb[1]))
+    labels = sorted({(r.label, r.backend) for r in rows},
+                    key=lambda lb: (PRECISION_ORDER.index(lb[0].split("-")[0]), lb[1]))
     handles = [Line2D([], [], linestyle="", marker=MARKERS.get(backend, "o"),
                       color=COLOURS["fp32 torch"] if backend == "torch" else COLOURS.get(label, "#9467bd"),
                       label=f"{label} {backend}") for label, backend in labels]
@@ -175,12 +164,12 @@ def _legend(fig: Figure, rows: Sequence[dict]) -> None:
                    frameon=False)
 
 
-def _throughput_bars(rows: Sequence[dict]) -> Figure:
+def _throughput_bars(rows: Sequence[Row]) -> Figure:
     points = _at_batch(rows, largest=True)
-    models = sorted({r["model"] for r in points}, key=lambda m: (next(r["family"] for r in points
-                                                                      if r["model"] == m), m))
-    series = sorted({(_label(r), r["backend"]) for r in points},
-                    key=lambda s: (s[1] != "torch", PRECISIONS.index(s[0].split("-")[0]), s[1]))
+    models = sorted({r.model for r in points}, key=lambda m: (next(r.family for r in points
+                                                                      if r.model == m), m))
+    series = sorted({(r.label, r.backend) for r in points},
+                    key=lambda s: (s[1] != "torch", PRECISION_ORDER.index(s[0].split("-")[0]), s[1]))
     fig = Figure(figsize=(max(6.0, 1.1 * len(models) + 2), 3.8), layout="constrained")
     ax = fig.subplots()
     if not points:
@@ -188,8 +177,8 @@ def _throughput_bars(rows: Sequence[dict]) -> Figure:
         return fig
     width = 0.8 / len(series)
     for i, (label, backend) in enumerate(series):
-        values = [next((r["images_per_s"] for r in points if r["model"] == m and _label(r) == label
-                        and r["backend"] == backend), 0.0) for m in models]
+        values = [next((r.images_per_s for r in points if r.model == m and r.label == label
+                        and r.backend == backend), 0.0) for m in models]
         colour = COLOURS["fp32 torch"] if backend == "torch" else COLOURS.get(label, "#9467bd")
         ax.bar([j + (i - (len(series) - 1) / 2) * width for j in range(len(models))], values, width,
                label=f"{label} {backend}", color=colour, hatch="//" if backend == "trt" else None)
@@ -201,17 +190,17 @@ def _throughput_bars(rows: Sequence[dict]) -> Figure:
     return fig
 
 
-def _size_vs_latency(rows: Sequence[dict]) -> Figure:
-    points = [r for r in _at_batch(rows, largest=False) if r["artifact_bytes"]]
+def _size_vs_latency(rows: Sequence[Row]) -> Figure:
+    points = [r for r in _at_batch(rows, largest=False) if r.artifact_bytes]
     fig = Figure(figsize=(6.0, 3.8), layout="constrained")
     ax = fig.subplots()
     if not points:
         _no_data(ax)
         return fig
     for r in points:
-        x, y = r["artifact_bytes"] / 1e6, r["median_ms"]
-        ax.scatter(x, y, color=_colour(r), marker=MARKERS.get(r["backend"], "o"), s=36, zorder=3)
-        ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color="#333")
+        x, y = r.artifact_bytes / 1e6, r.median_ms
+        ax.scatter(x, y, color=_colour(r), marker=MARKERS.get(r.backend, "o"), s=36, zorder=3)
+        ax.annotate(r.model, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color="#333")
     ax.set_xscale("log")
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):
