@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 # Two workers, one thread each: the suite is many small exports, not one big matmul; work
 # stealing keeps both busy when a long export lands last.
-PYTEST_ARGS ?= -n 2 --dist worksteal
+PYTEST_ARGS ?= -n 2 --dist worksteal --durations=30
 
 MODEL ?= ghostnet_100
 OPSET ?= 17

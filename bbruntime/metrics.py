@@ -29,6 +29,7 @@ class Drift:
     # classes over the samples, and the median softmax gap between its first and second class.
     reference_classes: int = 0
     reference_margin: float = 0.0
+    classes: int = 0  # logits per sample (0 in manifests older than the field)
     # Top-1 agreement over the samples whose reference top-1 is confident (CONFIDENT_MARGIN).
     confident_samples: int = 0
     confident_top1_agreement: float = 1.0
@@ -70,6 +71,7 @@ def drift(reference: np.ndarray, candidate: np.ndarray) -> Drift:
         top5_agreement=float((top5_r == top5_c).all(axis=1).mean()),
         reference_classes=int(len(np.unique(r.argmax(1)))),
         reference_margin=float(np.median(_margins(p))),
+        classes=int(r.shape[1]),
         confident_samples=int(confident.sum()),
         confident_top1_agreement=float(agree[confident].mean()) if confident.any() else 1.0,
     )

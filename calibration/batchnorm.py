@@ -1,8 +1,9 @@
-"""Re-estimate BatchNorm statistics of randomly initialised models on real photos.
+"""Re-estimate BatchNorm statistics of randomly initialised models on real images.
 
 A random network keeps its BN running stats at mean 0 / var 1, so activations grow or vanish
 layer by layer and the logits say nothing about precision loss. Recomputing the statistics on real
-images (calibration photos only, never the held-out ones) gives activations of a realistic scale.
+images (the variant's calibration images only, never the held-out ones) gives activations of a
+realistic scale.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from torch import nn
 
 from model_defs import ModelSpec
 
-from .images import CALIBRATION_PHOTOS, preprocess_batch, sample_photos
+from .images import preprocess_batch
+from .samples import sample_set
 
 
-def calibration_views(spec: ModelSpec, photos: tuple[str, ...] = CALIBRATION_PHOTOS) -> np.ndarray:
-    """The calibration photos and their mirror images, preprocessed for ``spec``."""
-    images = [image for _, image in sample_photos(photos)]
-    images += [np.ascontiguousarray(image[:, ::-1]) for image in images]
-    return preprocess_batch(images, spec)
+def calibration_views(spec: ModelSpec) -> np.ndarray:
+    """``spec``'s calibration images (the photos and their mirror images, or the digits), preprocessed."""
+    return preprocess_batch(sample_set(spec, "calibration").images(), spec)
 
 
 def recalibrate_batchnorm(model: nn.Module, spec: ModelSpec, batch_size: int = 8) -> bool:

@@ -1,9 +1,10 @@
-"""Calibration data: an image folder, a tensor file, or the built-in calibration photos, as one
-preprocessed NCHW float32 batch with a content hash.
+"""Calibration data: an image folder, a tensor file, or the variant's built-in calibration images,
+as one preprocessed NCHW float32 batch with a content hash.
 
 Images go through :func:`calibration.images.preprocess`, the code the validator uses, so an INT8
-model is calibrated on exactly the tensors it will see. The built-in set is
-``CALIBRATION_PHOTOS`` and their mirror images, never the held-out ``EVALUATION_PHOTOS``.
+model is calibrated on exactly the tensors it will see. The built-in set is the calibration split of
+the spec's samples (:func:`calibration.samples.sample_set`): ``CALIBRATION_PHOTOS`` and their mirror
+images, or the calibration digits; never the held-out ones.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from bbruntime.preprocess import read_image
 from model_defs import ModelSpec
 
 from .batchnorm import calibration_views
-from .images import CALIBRATION_PHOTOS, preprocess
+from .images import preprocess
+from .samples import sample_set
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 TENSOR_SUFFIXES = (".npy", ".npz")
@@ -30,9 +32,10 @@ class CalibrationSet:
     """The tensors a model is calibrated on, and where they came from (for manifests)."""
 
     batch: np.ndarray  # N x C x H x W float32, preprocessed for the spec
-    source: str  # "built-in photos (...)", a folder or a file path
+    source: str  # "built-in photos (...)", "built-in digits (...)", a folder or a file path
     sha256: str  # hash of the preprocessed tensors: any change to images or preprocessing shows
     skipped: tuple[str, ...] = ()  # unreadable images, relative paths
+    built_in: tuple[str, ...] = ()  # the names of the built-in images, where ``source`` is the built-in set
 
     def describe(self) -> dict:
         return {"source": self.source, "samples": len(self.batch), "sha256": self.sha256,
@@ -41,16 +44,15 @@ class CalibrationSet:
 
 def load_calibration(source: Path | None, spec: ModelSpec, limit: int | None = None, seed: int = 0
                      ) -> CalibrationSet:
-    """Calibration tensors for ``spec`` from ``source`` (folder, .npy/.npz, or None = built-in photos).
+    """Calibration tensors for ``spec`` from ``source`` (folder, .npy/.npz, or None = built-in images).
 
     ``limit`` keeps a seeded random subset of that many samples, in their original order.
     """
     if limit is not None and limit < 1:
         raise CalibrationDataError(f"--calib-limit must be at least 1, got {limit}")
     if source is None:
-        batch = calibration_views(spec, CALIBRATION_PHOTOS)
-        return _finish(_subset(batch, limit, seed), f"built-in photos ({', '.join(CALIBRATION_PHOTOS)}, "
-                                                    "and their mirror images)", ())
+        built_in = sample_set(spec, "calibration")
+        return _finish(_subset(calibration_views(spec), limit, seed), built_in.describe(), (), built_in.names)
     source = Path(source)
     if source.is_dir():
         return _from_folder(source, spec, limit, seed)
@@ -118,7 +120,8 @@ def _subset(batch: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     return batch[np.sort(np.random.default_rng(seed).choice(len(batch), size=limit, replace=False))]
 
 
-def _finish(batch: np.ndarray, source: str, skipped: tuple[str, ...]) -> CalibrationSet:
+def _finish(batch: np.ndarray, source: str, skipped: tuple[str, ...], built_in: tuple[str, ...] = ()
+            ) -> CalibrationSet:
     digest = hashlib.sha256(str(batch.shape).encode())
     digest.update(np.ascontiguousarray(batch, dtype=np.float32).tobytes())
-    return CalibrationSet(batch=batch, source=source, sha256=digest.hexdigest(), skipped=skipped)
+    return CalibrationSet(batch=batch, source=source, sha256=digest.hexdigest(), skipped=skipped, built_in=built_in)

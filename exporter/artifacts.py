@@ -25,6 +25,18 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
+def check_writable(path: Path) -> None:
+    """Fail in one line unless ``path`` is a folder that exists and is writable or could be made in a
+    writable one; creates nothing (the check runs before any work, and bad input leaves no trace)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputPathError(f"cannot write to output folder {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(f"cannot write to output folder {path}: {existing} is not writable")
+
+
 @contextlib.contextmanager
 def staging_dir(parent: Path) -> Iterator[Path]:
     """A temporary folder inside ``parent`` (same file system, so renames are atomic); removed

@@ -14,11 +14,19 @@ from pathlib import Path
 
 import torch
 
-from bbruntime.errors import ExportError
+from bbruntime.errors import ExportError, ValidationFailed
 from bbruntime.metrics import Drift
 from bbruntime.runners import OrtRunner
 
-from .artifacts import artifact_bytes, ensure_writable_dir, publish, sha256_file, staging_dir, write_json
+from .artifacts import (
+    artifact_bytes,
+    check_writable,
+    ensure_writable_dir,
+    publish,
+    sha256_file,
+    staging_dir,
+    write_json,
+)
 from .budget import check_budget
 from .onnx_export import ExportResult, onnx_from_model
 from .reuse import reusable
@@ -80,9 +88,10 @@ def export_inputs(subject: Subject, options: ExportOptions) -> dict:
 
 
 def export_onnx(model: str | Subject, options: ExportOptions = ExportOptions(), log: Logger | None = None,
-                reuse: bool = True) -> ExportOutcome:
+                reuse: bool = True, keep_misses: bool = False) -> ExportOutcome:
     """Export, simplify and validate ``model``; publish ``<out>/<name>/<name>.onnx`` and ``.json``.
-    With ``reuse``, a published export made from the same inputs is returned instead."""
+    With ``reuse``, a published export made from the same inputs is returned instead. ``keep_misses``
+    publishes an export that misses its budget with the verdict recorded (the report), instead of raising."""
     stages: list[StageLog] = []
 
     def record(entry: StageLog) -> None:
@@ -90,6 +99,7 @@ def export_onnx(model: str | Subject, options: ExportOptions = ExportOptions(), 
         if log:
             log(entry)
 
+    check_writable(Path(options.out))  # before the network is built: a bad folder fails first
     subject = subject_of(model, options)
     if options.dynamic_batch and not subject.spec.dynamic_batch:
         raise ExportError(f"{subject.name} cannot take a dynamic batch: {subject.spec.dynamic_batch_note}")
@@ -97,11 +107,11 @@ def export_onnx(model: str | Subject, options: ExportOptions = ExportOptions(), 
     onnx_path = out / subject.name / f"{subject.name}.onnx"
     inputs = export_inputs(subject, options)
     if reuse and (manifest := reusable(onnx_path.with_suffix(".json"), inputs)) is not None:
-        return _reused(subject, onnx_path, manifest, record, stages)
+        return _reused(subject, onnx_path, manifest, record, stages, keep_misses)
     started = time.perf_counter()
     with staging_dir(out) as tmp:
         staged, exported, simplify = _export_and_simplify(subject, options, tmp, record)
-        report = validated(subject, OrtRunner(staged), "fp32", f"{subject.name} ONNX", record)
+        report = validated(subject, OrtRunner(staged), "fp32", f"{subject.name} ONNX", record, keep_misses)
         manifest = _manifest(subject, options, inputs, exported, simplify, report, staged)
         staged_manifest = write_json(tmp / f"{subject.name}.json", manifest)  # every write before any publish
         onnx_path = publish(staged, onnx_path)  # creates the model's folder
@@ -139,11 +149,10 @@ def recorded_validation(manifest: dict, subject: Subject, precision: str) -> Val
                             failures=check_budget(budget, drift))
 
 
-def _reused(subject: Subject, onnx_path: Path, manifest: dict, record: Logger, stages: list) -> ExportOutcome:
-    from bbruntime.errors import ValidationFailed
-
+def _reused(subject: Subject, onnx_path: Path, manifest: dict, record: Logger, stages: list,
+            keep_misses: bool = False) -> ExportOutcome:
     report = recorded_validation(manifest, subject, "fp32")
-    if not report.passed:
+    if not report.passed and not keep_misses:
         raise ValidationFailed(f"{onnx_path} does not match PyTorch within its budget ({report.budget.source}): "
                                + "; ".join(report.failures))
     record(StageLog("onnx", True, 0.0, "re-used: its manifest records the same inputs", onnx_path,

@@ -20,7 +20,6 @@ import onnx
 from bbruntime.errors import BBExportError, ValidationFailed
 from bbruntime.metrics import drift
 from bbruntime.runners import OrtRunner, int8_runner
-from calibration import CALIBRATION_PHOTOS, EVALUATION_PHOTOS
 from calibration.data import CalibrationSet, load_calibration
 
 from .artifacts import artifact_bytes, publish, sha256_file, staging_dir, write_json
@@ -118,7 +117,7 @@ def quantize_model(model: str | Subject, options: QuantizeOptions, export: Expor
     subject = subject_of(model, export)
     calib = (load_calibration(options.calib, subject.spec, options.calib_limit, export.seed)
              if options.precision == "int8" else None)  # a bad --calib fails before any export work
-    fp32 = export_onnx(subject, export, log=record)
+    fp32 = export_onnx(subject, export, log=record, keep_misses=keep_misses)
     stem = f"{subject.name}.{options.label}"
     manifest_path = fp32.onnx_path.with_name(f"{stem}.json")
     inputs = quantize_inputs(subject, options, fp32, calib)
@@ -340,7 +339,7 @@ def members_of(groups: dict[str, tuple[str, ...]], labels) -> tuple[str, ...]:
 
 def _calibration_manifest(calib: CalibrationSet, cache, options: QuantizeOptions, trt_cache: Path | None) -> dict:
     return {"method": options.method, "flavour": options.flavour, "data": calib.describe(),
-            "built_in_photos": list(CALIBRATION_PHOTOS) if options.calib is None else None,
+            "built_in_photos": list(calib.built_in) if options.calib is None else None,
             "cache": {"file": str(cache.path.relative_to(cache.path.parent.parent)), "key": cache.key, "hit": cache.hit},
             "trt_cache": trt_cache.name if trt_cache else None}
 
@@ -365,7 +364,7 @@ def _manifest(subject: Subject, options: QuantizeOptions, inputs: dict, fp32: Ex
         "excluded": {"patterns": list(patterns), "from_spec": [p for p in patterns if p not in options.exclude],
                      "nodes": list(converted.excluded)},
         "details": converted.details,
-        "evaluation_photos": list(EVALUATION_PHOTOS),
+        "evaluation_photos": list(report.photos),
         "validation": report.to_dict(),
         "options": asdict(options),
         "versions": library_versions(),

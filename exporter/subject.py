@@ -19,6 +19,7 @@ from torch import nn
 
 from bbruntime.errors import ValidationFailed
 from bbruntime.runners import Runner
+from calibration import sample_set
 from model_defs import ModelSpec, spec_with_size
 
 from .artifacts import sha256_file
@@ -100,7 +101,8 @@ def validated(subject: Subject, candidate: Runner, precision: str, label: str, l
     """``candidate`` against the subject's FP32 PyTorch outputs under its budget for ``precision``;
     logs the stage line and raises :class:`ValidationFailed` on a miss unless ``keep_misses``."""
     started = time.perf_counter()
-    report = validate_against(subject.reference, candidate, subject.inputs, subject.budget(precision))
+    report = validate_against(subject.reference, candidate, subject.inputs, subject.budget(precision),
+                              sample_set(subject.spec, "held_out").names)
     photos = report.drift["photos"]
     log(StageLog("validate", report.passed, time.perf_counter() - started,
                  f"photos: max abs {photos.max_abs:.2e}, cosine {photos.cosine:.6f}, top-1 {photos.top1_agreement:.0%}"))

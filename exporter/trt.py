@@ -395,6 +395,10 @@ def trt_from_model(model: str | Subject, options: TrtOptions = TrtOptions(), exp
     export = export or ExportOptions()
     _check_request(options, export)
     subject = subject_of(model, export)
+    calib = None
+    if options.int8_mode == "implicit":  # loaded before any export: a bad --calib fails first
+        quantization = options.quantize_options()
+        calib = load_calibration(quantization.calib, subject.spec, quantization.calib_limit, seed=export.seed)
     if options.int8_mode == "explicit" and options.precision != "fp32":
         onnx_path = quantize_model(subject, options.quantize_options(), export=export, log=log).onnx_path
     else:
@@ -403,10 +407,6 @@ def trt_from_model(model: str | Subject, options: TrtOptions = TrtOptions(), exp
         raise MissingDependencyError(f"TensorRT engine not built: {reason} "
                                      f"(the ONNX-side products are in {onnx_path.parent})")
     engine_path = onnx_path.with_name(f"{subject.name}.{options.precision}.engine")
-    calib = None
-    if options.int8_mode == "implicit":
-        quantization = options.quantize_options()
-        calib = load_calibration(quantization.calib, subject.spec, quantization.calib_limit, seed=export.seed)
     inputs = {"stage": "engine", **subject.identity(), "source": sha256_file(onnx_path),
               "options": asdict(replace(options, timing_cache=None)), "calibration": calib and calib.sha256,
               "tensorrt": trt_version(), "gpu": _gpu()}

@@ -10,7 +10,7 @@ import numpy as np
 from bbruntime.errors import BBExportError
 from bbruntime.metrics import Drift, drift
 from bbruntime.runners import OrtRunner, Runner
-from calibration import EVALUATION_PHOTOS, preprocess_batch, sample_photos
+from calibration import EVALUATION_PHOTOS, preprocess_batch, sample_set
 from model_defs import ModelSpec, get_spec, spec_with_size
 
 from .budget import Budget, check_budget, load_budget, top1_meaningful
@@ -54,13 +54,13 @@ class ValidationReport:
                 "top1_meaningful": {k: top1_meaningful(v) for k, v in self.drift.items()}}
 
 
-def validation_inputs(spec: ModelSpec, seed: int = 0, photos: tuple[str, ...] = EVALUATION_PHOTOS
-                      ) -> dict[str, np.ndarray]:
-    """Seeded standard-normal inputs and the held-out photos, preprocessed by the spec."""
+def validation_inputs(spec: ModelSpec, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded standard-normal inputs and the spec's held-out photos (or digits), preprocessed by the spec.
+    Whatever the kind of image, the held-out set is called "photos" (LeNet-5's are digits)."""
     rng = np.random.default_rng(seed)
     return {
         "random": rng.standard_normal((RANDOM_SAMPLES, *spec.input_size), dtype=np.float32),
-        "photos": preprocess_batch([image for _, image in sample_photos(photos)], spec),
+        "photos": preprocess_batch(sample_set(spec, "held_out").images(), spec),
     }
 
 
@@ -97,4 +97,5 @@ def validate_onnx_file(onnx_file: Path, model_name: str, weights: Path | None = 
     spec = spec_with_size(spec, (dims[2], dims[3]))
     model, _ = build_model(spec.name, weights, seed, spec=spec)
     budget = load_budget(budget_file).budget(spec.name, spec.family, "fp32")
-    return validate(TorchRunner(model), OrtRunner(Path(onnx_file)), validation_inputs(spec, seed), budget)
+    return validate(TorchRunner(model), OrtRunner(Path(onnx_file)), validation_inputs(spec, seed), budget,
+                    photos=sample_set(spec, "held_out").names)

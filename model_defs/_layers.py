@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -73,14 +75,18 @@ class BatchNormAct2d(nn.BatchNorm2d):
 
 
 class ConvNormAct(nn.Module):
-    """Conv (no bias, symmetric padding ``kernel_size // 2``) -> BatchNorm -> activation, with the
-    ``conv``/``bn`` names of timm's ``ConvNormAct`` (byobnet, maxxvit)."""
+    """Conv (no bias, symmetric padding ``kernel_size // 2`` per axis unless ``padding`` says otherwise:
+    0 for TF "VALID") -> BatchNorm -> activation, with the ``conv``/``bn`` names of timm's
+    ``ConvNormAct`` (byobnet, maxxvit, inception_v4, inception_resnet_v2)."""
 
-    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
-                 act_layer: type[nn.Module] | None = nn.ReLU):
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int | tuple[int, int] = 1, stride: int = 1,
+                 groups: int = 1, act_layer: type[nn.Module] | None = nn.ReLU,
+                 padding: int | tuple[int, int] | None = None, eps: float = 1e-5):
         super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
-        self.bn = BatchNormAct2d(out_chs, act_layer)
+        if padding is None:
+            padding = tuple(k // 2 for k in to_2tuple(kernel_size))
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups, bias=False)
+        self.bn = BatchNormAct2d(out_chs, act_layer, eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x))
@@ -115,3 +121,68 @@ class ClassifierHead(nn.Module):
 def to_2tuple(size: int | tuple[int, int]) -> tuple[int, int]:
     """An image size given as one side or as (height, width), as (height, width)."""
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+class AdaptiveAvgPool2dStatic(nn.Module):
+    """``nn.AdaptiveAvgPool2d(output_size)`` that exports at every input size (P-ADAPT: the TorchScript
+    exporter takes an adaptive pool only where the output size divides the input size). VGG's 7x7 and
+    AlexNet's 6x6 pools before their classifiers need it.
+
+    Adaptive pooling is separable: output cell (i, j) averages the input rows of bin i and the columns
+    of bin j, where bin i of ``out`` over a side ``n`` spans ``floor(i*n/out)`` up to
+    ``ceil((i+1)*n/out)`` (PyTorch's rule; bins overlap or repeat inputs where ``out`` does not divide
+    ``n``). So it is ``rows @ x @ cols.T``, with (out, n) averaging matrices built as constants from the
+    traced size: H and W are static in every export, only the batch is dynamic. Where the input already
+    has the output size (the training resolution) it is the identity and adds no node.
+    """
+
+    def __init__(self, output_size: int | tuple[int, int]):
+        super().__init__()
+        self.output_size = to_2tuple(output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = tuple(int(side) for side in x.shape[-2:])  # Python ints: constants under tracing
+        if size == self.output_size:
+            return x
+        rows, cols = (_bin_means(side, bins, x) for side, bins in zip(size, self.output_size, strict=True))
+        return rows @ x @ cols.T
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+def _bin_means(side: int, bins: int, like: torch.Tensor) -> torch.Tensor:
+    """(bins, side) matrix whose row i averages the inputs of adaptive-pool bin i."""
+    matrix = []
+    for i in range(bins):
+        start, end = i * side // bins, -(-(i + 1) * side // bins)
+        matrix.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(side)])
+    return torch.tensor(matrix, dtype=like.dtype, device=like.device)
+
+
+class FlatClassifier(nn.Module):
+    """Base of the networks whose layers are top-level attributes under their reference's names
+    (torchvision's GoogLeNet ``conv1`` ... ``inception5b``, Inception-v3 ``Conv2d_1a_3x3`` ... ``Mixed_7c``),
+    so its keys need no prefix. A subclass adds the layers in forward order and then ``fc``; the
+    features are global-average pooled into ``fc``."""
+
+    fc: nn.Linear
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for name, layer in self.named_children():
+            if name != "fc":
+                x = layer(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(global_avg_pool(self.forward_features(x)).flatten(1))
+
+
+def remap_without(*prefixes: str) -> Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """A checkpoint remap that drops the keys under ``prefixes``: the training-only modules of a
+    reference (GoogLeNet's and Inception-v3's auxiliary classifiers), which no inference graph runs."""
+
+    def remap(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {key: value for key, value in state.items() if not key.startswith(prefixes)}
+
+    return remap

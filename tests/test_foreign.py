@@ -36,14 +36,15 @@ def test_timm_network_exports_and_validates(tmp_path: Path) -> None:
 
 
 def test_torchvision_network_quantizes_to_int8(tmp_path: Path) -> None:
-    result = run("quantize", "torchvision:regnet_y_400mf", "--precision", "int8", "--flavour", "cpu",
-                 "--img-size", "64", "--out", str(tmp_path))
+    """The issue's own command, at the network's 224 px (random weights: INT8 cosine 0.990 here; at 64 px
+    the few pixels leave random RegNet's INT8 short of the budget)."""
+    command = ("quantize", "torchvision:regnet_y_400mf", "--precision", "int8", "--out", str(tmp_path))
+    result = run(*command)
     assert result.exit_code == 0, result.output
     folder = tmp_path / "torchvision-regnet_y_400mf"
-    manifest = json.loads((folder / "torchvision-regnet_y_400mf.int8-cpu.json").read_text())
+    manifest = json.loads((folder / "torchvision-regnet_y_400mf.int8-trt.json").read_text())
     assert manifest["validation"]["passed"] and manifest["weights"]["kind"] == "random"
-    again = run("quantize", "torchvision:regnet_y_400mf", "--precision", "int8", "--flavour", "cpu",
-                "--img-size", "64", "--out", str(tmp_path))
+    again = run(*command)
     assert again.exit_code == 0 and "re-used" in again.output  # the one reuse rule holds for foreign networks too
 
 

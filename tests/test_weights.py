@@ -84,20 +84,23 @@ def test_random_weights_are_bn_recalibrated() -> None:
     assert "BN-recalibrated" in source.describe()
 
 
-def test_recalibrated_statistics_are_reused_for_the_same_variant_seed_and_size(monkeypatch) -> None:
-    """A report builds one model several times: the second build restores the statistics of the
-    first rather than recalibrating, and gets the very same weights."""
+def test_a_subject_is_built_once_per_command(tmp_path, monkeypatch) -> None:
+    """Export and quantize hand one subject down: its network is built and its BatchNorm statistics
+    re-estimated once, however many stages use it (no process-wide cache stands in for that)."""
     import exporter.weights as weights
+    from exporter.pipeline import ExportOptions
+    from exporter.quantize import QuantizeOptions, quantize_model
+    from exporter.subject import subject_for
 
-    first, _ = build_model("mobilenetv2_050", seed=3)
+    export = ExportOptions(img_size=64, out=tmp_path)
+    subject = subject_for("mobilenetv2_050", 64)
 
-    def no_recalibration(*args):
-        raise AssertionError("recalibrated twice")
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("built twice")
 
-    monkeypatch.setattr(weights, "recalibrate_batchnorm", no_recalibration)
-    second, source = build_model("mobilenetv2_050", seed=3)
-    assert source.bn_recalibrated
-    expected = first.state_dict()
-    assert all(torch.equal(value, expected[key]) for key, value in second.state_dict().items())
-    with pytest.raises(AssertionError, match="recalibrated twice"):
-        build_model("mobilenetv2_050", seed=4)  # another seed: other random weights, other statistics
+    monkeypatch.setattr(weights, "recalibrate_batchnorm", no_rebuild)
+    monkeypatch.setattr(weights, "build_model", no_rebuild)
+    monkeypatch.setattr("exporter.subject.build_model", no_rebuild)
+    outcome = quantize_model(subject, QuantizeOptions("fp16"), export)
+    assert outcome.fp32.manifest["weights"]["bn_recalibrated"] and outcome.validation.passed
+

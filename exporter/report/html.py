@@ -183,7 +183,7 @@ def _throughput_bars(rows: Sequence[Row]) -> Figure:
         ax.bar([j + (i - (len(series) - 1) / 2) * width for j in range(len(models))], values, width,
                label=f"{label} {backend}", color=colour, hatch="//" if backend == "trt" else None)
     ax.set_xticks(range(len(models)), models, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel(f"images/s (batch {points[0]['batch']})", fontsize=8)
+    ax.set_ylabel(f"images/s (batch {points[0].batch})", fontsize=8)
     ax.tick_params(axis="y", labelsize=7)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncols=min(4, len(series)), frameon=False)
@@ -207,7 +207,7 @@ def _size_vs_latency(rows: Sequence[Row]) -> Figure:
         axis.set_major_formatter(ScalarFormatter())
         axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("artifact size (MB)", fontsize=8)
-    ax.set_ylabel(f"median latency (ms, batch {points[0]['batch']})", fontsize=8)
+    ax.set_ylabel(f"median latency (ms, batch {points[0].batch})", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(True, which="both", alpha=0.3)
     _legend(fig, points)

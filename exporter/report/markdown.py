@@ -61,12 +61,17 @@ def machine_lines(report: Report) -> list[str]:
         f"Timing: warm-up ≥ {timing['warmup_iters']} iterations and ≥ {timing['warmup_seconds']} s, then "
         f"≥ {timing['min_iters']} iterations and ≥ {timing['min_seconds']} s per row; "
         f"{timing['threads']} intra-op threads (torch and ONNX Runtime)",
-        f"Drift: against FP32 PyTorch on {len(s['evaluation_photos'])} held-out photos "
-        f"({', '.join(s['evaluation_photos'])}); INT8 calibrated on the disjoint set "
-        f"({', '.join(s['calibration_photos'])}, {s['int8_method']} calibration); budget {s['budget_file']}",
+        f"Drift: against FP32 PyTorch on {len(s['evaluation_photos'])} held-out images "
+        f"({_listed(s['evaluation_photos'])}); INT8 calibrated on the disjoint set "
+        f"({_listed(s['calibration_photos'])}, {s['int8_method']} calibration); budget {s['budget_file']}",
     ] + (["INT8 flavours: int8-cpu runs through ONNX Runtime's integer kernels; int8-trt on ort runs its Q/DQ "
           "as written — TensorRT's arithmetic, at float speed: its latency is not TensorRT's"]
          if any(r.flavour == "trt" and r.backend == "ort" for r in report.rows) else [])
+
+
+def _listed(names: list[str], shown: int = 12) -> str:
+    """``a, b, c``; past ``shown`` names (LeNet-5's 400 digits), the first ones and how many more."""
+    return ", ".join(names[:shown]) + (f", … and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def report_markdown(report: Report) -> str:

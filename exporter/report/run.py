@@ -17,7 +17,7 @@ import numpy as np
 from bbruntime.errors import EXIT_INTERRUPTED, BBExportError, Interrupted, first_line
 from bbruntime.runners import OrtRunner, int8_runner
 from bbruntime.timing import Timing, TimingOptions, time_runner
-from calibration import CALIBRATION_PHOTOS, EVALUATION_PHOTOS
+from calibration import sample_set
 from model_defs import count_macs, model_stats, spec_with_size
 
 from ..artifacts import artifact_bytes, publish, staging_dir
@@ -50,7 +50,7 @@ class Artifact:
 
 def fp32_artifact(subject: Subject, export: ExportOptions, log=None) -> Artifact:
     """The validated FP32 ONNX of ``subject``: reused while its manifest records the same inputs."""
-    outcome = export_onnx(subject, export, log=log)
+    outcome = export_onnx(subject, export, log=log, keep_misses=True)
     return Artifact(outcome.onnx_path, outcome.manifest, outcome.reused, outcome.validation)
 
 
@@ -58,7 +58,7 @@ def quantized_artifact(subject: Subject, precision: str, flavour: str, export: E
                        method: str = "entropy", log=None) -> Artifact:
     """The FP16 or INT8 ONNX of ``subject`` from the precision stage (reused while its inputs hold),
     published with its verdict even when it misses the budget: the report shows the miss."""
-    from .quantize import QuantizeOptions, quantize_model
+    from ..quantize import QuantizeOptions, quantize_model
 
     options = (QuantizeOptions(precision) if precision == "fp16"
                else QuantizeOptions(precision, flavour=flavour, method=method))
@@ -119,12 +119,19 @@ def run_report(models: Sequence[str], options: ReportOptions = ReportOptions(),
         "models": list(models), "precisions": list(options.precisions), "backends": list(options.backends),
         "batches": list(options.batches), "img_size": options.img_size,
         "timing": {**asdict(options.timing), "threads": threads}, "artifacts": str(options.artifacts),
-        "budget_file": str(load_budget(options.budget_file).path), "evaluation_photos": list(EVALUATION_PHOTOS),
-        "calibration_photos": list(CALIBRATION_PHOTOS),
+        "budget_file": str(load_budget(options.budget_file).path),
+        "evaluation_photos": _sample_names(models, options, "held_out"),
+        "calibration_photos": _sample_names(models, options, "calibration"),
         "int8_flavours": {backend: list(_flavours("int8", backend, options)) for backend in BACKENDS[1:]},
         "int8_method": options.int8_method,
     }
     return Report(rows, failures, machine_info(), settings, skipped, interrupted=interrupted)
+
+
+def _sample_names(models: Sequence[str], options: ReportOptions, split: str) -> list[str]:
+    """The models' held-out or calibration images (photos, digits), each named once."""
+    specs = (spec_with_size(model_source(m).spec, options.img_size) for m in models)
+    return list(dict.fromkeys(n for spec in specs for n in sample_set(spec, split).names))
 
 
 def _measured_model(name: str, options: ReportOptions, backends: tuple[str, ...], progress: ProgressCallback,
@@ -158,7 +165,7 @@ def _available_backends(options: ReportOptions) -> tuple[tuple[str, ...], list[s
 
 
 def _trt_missing() -> str | None:
-    from .trt import trt_available
+    from ..trt import trt_available
 
     return trt_available()
 
@@ -253,7 +260,7 @@ def trt_engine(subject: Subject, source: Artifact, precision: str, options: Repo
     """A TensorRT engine built from ``source`` for the report's batch sizes, its runner, and its drift
     on the photos against FP32 PyTorch under the subject's budget. Engines are rebuilt every run: a
     plan belongs to one TensorRT version and GPU model, which no ONNX manifest records."""
-    from .trt import TrtRunner, engine_from_onnx
+    from ..trt import TrtRunner, engine_from_onnx
 
     batch = _static_batch(source.path)
     top = max(options.batches)
@@ -266,7 +273,8 @@ def trt_engine(subject: Subject, source: Artifact, precision: str, options: Repo
         publish(built.sidecar_path, final.with_name(final.name + ".json"))
     runner = TrtRunner(engine_path, cuda_graph=options.cuda_graph)
     photos = {"photos": subject.inputs["photos"]}
-    report = validate_against({"photos": subject.reference["photos"]}, runner, photos, subject.budget(precision))
+    report = validate_against({"photos": subject.reference["photos"]}, runner, photos, subject.budget(precision),
+                              sample_set(subject.spec, "held_out").names)
     return Artifact(engine_path, built.sidecar, False, report), runner
 
 
