@@ -177,11 +177,13 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
             sections.append(kept[family])
             continue
         weights = sorted({r["weights"] for r in rows}) or ["—"]
-        made_by = [_command(report["settings"]) for report in reports
-                   if any(r["family"] == family for r in report["rows"])] or [f"bbexport report --family {family}"]
+        made_in = [report for report in reports if any(r["family"] == family for r in report["rows"])]
+        made_by = [_command(report["settings"]) for report in made_in] or [f"bbexport report --family {family}"]
+        # INT8-cpu weights are 7-bit on x86 CPUs without VNNI, 8-bit with it: say which CPU measured the section
+        cpus = sorted({report["machine"]["cpu"] for report in made_in})
         sections.append(f"## {family}\n\nMade by {', '.join(f'`{c}`' for c in made_by)}; weights: "
-                        f"{', '.join(weights)}.\n\n{HEADER}\n" + "\n".join(variant_rows(models, rows, failures))
-                        + "\n")
+                        f"{', '.join(weights)}" + (f"; on {', '.join(cpus)}" if cpus else "") + ".\n\n"
+                        f"{HEADER}\n" + "\n".join(variant_rows(models, rows, failures)) + "\n")
     old_rows = kept_rows(kept, families, latest)
     measured = {r["model"] for r in latest.values() if r["backend"] == "ort"}
     measured |= {m for m, line in old_rows.items() if "not measured yet" not in line}
@@ -196,14 +198,17 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
                "sensitivity search at the end. "
                + (f"Not measured yet: {', '.join(missing)}." if missing else "Every registered variant is measured."))
     machine = reports[-1]["machine"] if reports else None
-    settings = reports[-1]["settings"] if reports else None
+    # the held-out set most sections were measured on: the photos (LeNet-5's digits are its own section's)
+    settings = next((r["settings"] for r in reversed(reports) if not r["settings"]["evaluation_photos"][0]
+                     .startswith("digit-")), reports[-1]["settings"]) if reports else None
     intro = ["# Catalog drift: every variant, FP32 / FP16 / INT8",
              "",
              "Made by `benchmarks/catalog_drift.py` (`make catalog`) from `bbexport report … --precisions "
              "fp32,fp16,int8 --backends torch,ort --min-time 0 --min-iters 3` runs (each section names its "
              "own), at each variant's default input size. Drift is cosine similarity of the logits to FP32 PyTorch on the "
              "10 held-out photos; INT8 is the cpu flavour with default options (entropy calibration on the "
-             "disjoint calibration photos, 7-bit weights on this VNNI-less CPU, the variant's own "
+             "disjoint calibration photos; 7-bit weights on an x86 CPU without VNNI, 8-bit with it: each section "
+             "names its CPU, the sections without one were measured on an AMD EPYC without VNNI; the variant's own "
              "`int8_keep_float` layers only). The family reports also time every row; those runs shared the "
              "two cores with other jobs, so latencies are left to `make bench`, which measures side by side.",
              "",

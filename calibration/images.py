@@ -7,6 +7,7 @@ on the images an INT8 model was calibrated on.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,16 +27,21 @@ CALIBRATION_PHOTOS = ("retina", "colorwheel", "logo", "moon", "page", "text", "b
                       "grass", "gravel", "horse", "checkerboard")
 
 def sample_photos(names: Sequence[str] = EVALUATION_PHOTOS) -> list[tuple[str, np.ndarray]]:
-    """The named scikit-image photos as (name, HxWx3 uint8 RGB) pairs."""
+    """The named scikit-image photos as (name, HxWx3 uint8 RGB) pairs (read-only arrays)."""
+    return [(name, _photo(name)) for name in names]
+
+
+@functools.cache
+def _photo(name: str) -> np.ndarray:
+    """One photo, decoded once per process: every subject preprocesses the same few photos."""
     import skimage.data
 
-    photos = []
-    for name in names:
-        image = getattr(skimage.data, name)()
-        if isinstance(image, tuple):  # stereo pairs: take the left view
-            image = image[0]
-        photos.append((name, to_rgb_uint8(image)))
-    return photos
+    image = getattr(skimage.data, name)()
+    if isinstance(image, tuple):  # stereo pairs: take the left view
+        image = image[0]
+    image = to_rgb_uint8(image)
+    image.setflags(write=False)  # shared between callers: nobody may change it in place
+    return image
 
 
 def preprocess(image: np.ndarray, spec: ModelSpec) -> np.ndarray:

@@ -92,3 +92,16 @@ def randomize_norm_stats(model: torch.nn.Module, seed: int = 0) -> None:
                 if getattr(m, "running_mean", None) is not None:
                     m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=gen))
                     m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
+
+
+def cadene_pair(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Cadene's ``pretrainedmodels.<name>`` with random weights and randomized norm statistics, and our
+    variant ``name`` with that state_dict loaded strictly (the parity reference where no timm or
+    torchvision layout exists: nasnetamobile, bninception)."""
+    pretrainedmodels = pytest.importorskip("pretrainedmodels", reason="needs Cadene's pretrainedmodels package")
+    torch.manual_seed(0)
+    reference = getattr(pretrainedmodels, name)(num_classes=1000, pretrained=None).eval()
+    randomize_norm_stats(reference)
+    ours = create_model(name)
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    return reference, ours

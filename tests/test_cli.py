@@ -131,7 +131,7 @@ def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
 def test_interrupted_run_leaves_nothing_and_says_so(tmp_path: Path, signum: int, code: int) -> None:
     """Interrupted after its first stage line, an export removes its staging folder, prints one line and
     exits 130 (SIGINT) or 143 (SIGTERM): a script can tell it from a missed budget (1) or bad input (2)."""
-    command = [sys.executable, "-m", "exporter.cli", "onnx", "resnet50", "--out", str(tmp_path)]
+    command = [sys.executable, "-m", "exporter.cli", "onnx", "resnet18", "--out", str(tmp_path)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
         first = process.stdout.readline()

@@ -14,18 +14,13 @@ from exporter.onnx_export import onnx_from_model
 from model_defs import create_model, get_spec
 from model_defs._registry import spec_with_size
 
-from .conftest import PARITY_TOLERANCE, assert_same_outputs, randomize_norm_stats
+from .conftest import PARITY_TOLERANCE, assert_same_outputs, cadene_pair
 
 
 def test_bninception_matches_cadene() -> None:
     """Cadene's state_dict loads as it is. Random-init logits hardly depend on the input (the two
     samples' differ by ~1e-6), so the pre-pool features, which do, are compared as well."""
-    pretrainedmodels = pytest.importorskip("pretrainedmodels", reason="Cadene's port is the reference")
-    torch.manual_seed(0)
-    reference = pretrainedmodels.bninception(num_classes=1000, pretrained=None).eval()
-    randomize_norm_stats(reference)
-    ours = create_model("bninception")
-    ours.load_state_dict(reference.state_dict(), strict=True)
+    reference, ours = cadene_pair("bninception")
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))  # Cadene's 7x7 head needs 224
     with torch.no_grad():
         expected, got = reference.features(x), ours.forward_features(x)

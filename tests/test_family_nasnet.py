@@ -13,7 +13,7 @@ import torch
 from exporter.onnx_export import onnx_from_model
 from model_defs import create_model
 
-from .conftest import randomize_norm_stats
+from .conftest import cadene_pair, randomize_norm_stats
 
 
 def _assert_close(expected: torch.Tensor, got: torch.Tensor) -> None:
@@ -39,12 +39,7 @@ def test_nasnetalarge_matches_timm_at_odd_and_even_sizes() -> None:
 
 def test_nasnetamobile_matches_cadene() -> None:
     """Cadene's port (pretrainedmodels) is the reference for Mobile: its state_dict loads as it is."""
-    pretrainedmodels = pytest.importorskip("pretrainedmodels", reason="needs Cadene's pretrainedmodels package")
-    torch.manual_seed(0)
-    reference = pretrainedmodels.nasnetamobile(num_classes=1000, pretrained=None).eval()
-    randomize_norm_stats(reference)
-    ours = create_model("nasnetamobile")
-    ours.load_state_dict(reference.state_dict(), strict=True)
+    reference, ours = cadene_pair("nasnetamobile")
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))  # Cadene's head needs 224
     with torch.no_grad():
         expected, got = reference.features(x), ours.forward_features(x)
