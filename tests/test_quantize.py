@@ -158,8 +158,11 @@ def test_manifest_records_sources_calibration_and_the_reused_fp32(int8_trt, int8
 
 
 def test_rerun_hits_the_calibration_cache_and_a_new_method_misses_it(export, int8_trt):
-    again = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt"), export)
-    assert again.calibration_cache_hit and again.manifest["calibration"]["cache"]["hit"]
+    same = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt"), export)
+    assert same.reused and same.manifest["onnx"]["sha256"] == int8_trt.manifest["onnx"]["sha256"]  # reused as it is
+    # Other exclusions make another artifact from the same calibration: the ranges come from the cache.
+    again = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt", exclude=("Gemm",)), export)
+    assert not again.reused and again.calibration_cache_hit and again.manifest["calibration"]["cache"]["hit"]
     assert again.manifest["calibration"]["cache"]["key"] == int8_trt.manifest["calibration"]["cache"]["key"]
     other = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt", method="percentile"), export)
     assert not other.calibration_cache_hit
