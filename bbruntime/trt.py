@@ -106,6 +106,16 @@ class TrtRunner:
     def synchronize(self) -> None:
         self.stream.synchronize()
 
+    def close(self) -> None:
+        """Free the device and pinned host buffers (also when the runner is collected): a report builds
+        one engine per precision, and their memory must not pile up on the GPU."""
+        for buffer in (getattr(self, "input", None), getattr(self, "output", None)):
+            if buffer is not None:
+                buffer.free()
+        self.input = self.output = None
+
+    __del__ = close
+
     def _execute(self, chunk: np.ndarray) -> np.ndarray:
         host_in = self.input.host_view(self.input_dtype, chunk.shape)
         host_in[...] = chunk  # the cast to the engine's input type (FP16 I/O) happens here

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from bbruntime.errors import ExportError, ValidationFailed
+from bbruntime.errors import ExportError
 from bbruntime.metrics import Drift
 from bbruntime.runners import OrtRunner
 
@@ -31,7 +31,7 @@ from .budget import check_budget
 from .onnx_export import ExportResult, onnx_from_model
 from .reuse import reusable
 from .simplify import SimplifyResult, simplified_from_onnx
-from .subject import Logger, StageLog, Subject, subject_for, validated
+from .subject import Logger, StageLog, Subject, raise_on_miss, subject_for, validated
 from .validate import ValidationReport
 
 
@@ -152,9 +152,8 @@ def recorded_validation(manifest: dict, subject: Subject, precision: str) -> Val
 def _reused(subject: Subject, onnx_path: Path, manifest: dict, record: Logger, stages: list,
             keep_misses: bool = False) -> ExportOutcome:
     report = recorded_validation(manifest, subject, "fp32")
-    if not report.passed and not keep_misses:
-        raise ValidationFailed(f"{onnx_path} does not match PyTorch within its budget ({report.budget.source}): "
-                               + "; ".join(report.failures))
+    if not keep_misses:
+        raise_on_miss(report, str(onnx_path))
     record(StageLog("onnx", True, 0.0, "re-used: its manifest records the same inputs", onnx_path,
                     artifact_bytes(onnx_path)))
     return ExportOutcome(onnx_path, onnx_path.with_suffix(".json"), manifest, report, None, True, stages)

@@ -44,7 +44,7 @@ from .qdq import (
     without_quantization,
 )
 from .reuse import reusable
-from .subject import Logger, StageLog, Subject, validated
+from .subject import Logger, StageLog, Subject, raise_on_miss, validated
 from .validate import ValidationReport
 
 QUANTIZED_PRECISIONS = PRECISIONS[1:]  # what this stage makes from the FP32 export
@@ -158,9 +158,8 @@ def _reused(subject: Subject, options: QuantizeOptions, fp32: ExportOutcome, man
             record: Logger, stages: list, keep_misses: bool) -> QuantizeOutcome:
     report = recorded_validation(manifest, subject, options.precision)
     onnx_path = manifest_path.with_name(manifest["onnx"]["file"])
-    if not report.passed and not keep_misses:
-        raise ValidationFailed(f"{onnx_path} does not match PyTorch within its budget ({report.budget.source}): "
-                               + "; ".join(report.failures))
+    if not keep_misses:
+        raise_on_miss(report, str(onnx_path))
     record(StageLog(options.label, True, 0.0, "re-used: its manifest records the same inputs", onnx_path,
                     artifact_bytes(onnx_path)))
     trt_cache = (manifest.get("calibration") or {}).get("trt_cache")

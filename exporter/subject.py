@@ -22,7 +22,6 @@ from bbruntime.runners import Runner
 from calibration import sample_set
 from model_defs import ModelSpec, spec_with_size
 
-from .artifacts import sha256_file
 from .budget import Budget, BudgetTable, load_budget
 from .runners import TorchRunner
 from .validate import ValidationReport, validate_against, validation_inputs
@@ -76,9 +75,10 @@ class Subject:
         return {"model": self.spec.to_dict(), "definition": self.source.definition, "weights": weights}
 
     def matches(self, img_size, weights: Path | None, seed: int) -> bool:
+        """Whether export options ask for this subject: same size, same checkpoint file (or none), same seed."""
         wanted = spec_with_size(self.source.spec, img_size).input_size
-        same_weights = (weights is None and self.weights_path is None) or (
-            weights is not None and self.weights_path is not None and sha256_file(Path(weights)) == self.weights.sha256)
+        same_weights = (None if weights is None else Path(weights).resolve()) == (
+            None if self.weights_path is None else self.weights_path.resolve())
         return wanted == self.spec.input_size and same_weights and (weights is not None or seed == self.seed)
 
 
@@ -106,7 +106,13 @@ def validated(subject: Subject, candidate: Runner, precision: str, label: str, l
     photos = report.drift["photos"]
     log(StageLog("validate", report.passed, time.perf_counter() - started,
                  f"photos: max abs {photos.max_abs:.2e}, cosine {photos.cosine:.6f}, top-1 {photos.top1_agreement:.0%}"))
-    if not report.passed and not keep_misses:
+    if not keep_misses:
+        raise_on_miss(report, label)
+    return report
+
+
+def raise_on_miss(report: ValidationReport, label: str) -> None:
+    """:class:`ValidationFailed` with the numbers where ``report`` misses its budget (fresh or reused artifacts)."""
+    if not report.passed:
         raise ValidationFailed(f"{label} does not match PyTorch within its budget ({report.budget.source}): "
                                + "; ".join(report.failures))
-    return report

@@ -400,14 +400,15 @@ def trt_from_model(model: str | Subject, options: TrtOptions = TrtOptions(), exp
         quantization = options.quantize_options()
         calib = load_calibration(quantization.calib, subject.spec, quantization.calib_limit, seed=export.seed)
     if options.int8_mode == "explicit" and options.precision != "fp32":
-        onnx_path = quantize_model(subject, options.quantize_options(), export=export, log=log).onnx_path
+        source = quantize_model(subject, options.quantize_options(), export=export, log=log)
     else:
-        onnx_path = export_onnx(subject, export, log=log).onnx_path
+        source = export_onnx(subject, export, log=log)
+    onnx_path, onnx_sha256 = source.onnx_path, source.manifest["onnx"]["sha256"]  # hashed once, by its stage
     if reason := trt_available():
         raise MissingDependencyError(f"TensorRT engine not built: {reason} "
                                      f"(the ONNX-side products are in {onnx_path.parent})")
     engine_path = onnx_path.with_name(f"{subject.name}.{options.precision}.engine")
-    inputs = {"stage": "engine", **subject.identity(), "source": sha256_file(onnx_path),
+    inputs = {"stage": "engine", **subject.identity(), "source": onnx_sha256,
               "options": asdict(replace(options, timing_cache=None)), "calibration": calib and calib.sha256,
               "tensorrt": trt_version(), "gpu": _gpu()}
     if (sidecar := reusable(_sidecar_path(engine_path), inputs, artifact_key="engine")) is not None:
@@ -435,7 +436,7 @@ def _build_and_validate(subject: Subject, onnx_path: Path, engine_path: Path, op
                         calib, log: Logger) -> TrtOutcome:
     calib_cache = None
     if calib is not None:
-        key = calibration_key(sha256_file(onnx_path), calib.sha256, batch_profile(
+        key = calibration_key(inputs["source"], calib.sha256, batch_profile(
             options.min_batch, options.opt_batch, options.max_batch, None).opt)
         calib_cache = onnx_path.parent / f"{subject.name}.int8.{key}.trtcalib"
     with staging_dir(ensure_writable_dir(onnx_path.parent)) as tmp:

@@ -18,7 +18,7 @@ from bbruntime.errors import EXIT_INTERRUPTED, BBExportError, Interrupted, first
 from bbruntime.runners import OrtRunner, int8_runner
 from bbruntime.timing import Timing, TimingOptions, time_runner
 from calibration import sample_set
-from model_defs import count_macs, model_stats, spec_with_size
+from model_defs import count_macs, spec_with_size
 
 from ..artifacts import artifact_bytes, publish, staging_dir
 from ..budget import PRECISIONS, load_budget, top1_meaningful
@@ -235,13 +235,9 @@ def _artifacts_and_runners(subject: Subject, fp32: Artifact, export: ExportOptio
 
 
 def _row_base(subject: Subject) -> dict:
-    spec = subject.spec
-    if subject.source.definition.startswith(("timm ", "torchvision ")):
-        params = sum(p.numel() for p in subject.model.parameters())
-        gmacs = count_macs(subject.model, spec.input_size) / 1e9
-    else:
-        stats = model_stats(spec.name, spec.input_size)
-        params, gmacs = stats.params, stats.gmacs
+    spec = subject.spec  # counted on the subject's own network: registered and foreign alike
+    params = sum(p.numel() for p in subject.model.parameters())
+    gmacs = count_macs(subject.model, spec.input_size) / 1e9
     return {"family": spec.family, "model": spec.name, "weights": subject.weights.describe(),
             "weights_kind": subject.weights.kind, "params": params, "gmacs": round(gmacs, 4),
             "img_size": spec.input_size[1]}
