@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -107,8 +108,9 @@ def misses_section(misses: list[str], results: dict[str, dict], kept: dict[str, 
     return "\n".join(lines) + "\n"
 
 
-def variant_rows(models: list[str], rows: list[dict], failures: list[dict]) -> list[str]:
-    """A table row per variant: its FP16 and INT8-cpu drift on ONNX Runtime, or why there is none."""
+def variant_rows(models: list[str], rows: list[dict], failures: list[dict], kept: str = "") -> list[str]:
+    """A table row per variant: its FP16 and INT8-cpu drift on ONNX Runtime, its row in the ``kept``
+    section of the previous page when this folder has no report of it, or why there is none."""
     by_model: dict[str, dict[str, dict]] = {}
     for row in rows:
         if row["backend"] == "ort" and row["batch"] == 1:
@@ -118,6 +120,10 @@ def variant_rows(models: list[str], rows: list[dict], failures: list[dict]) -> l
     lines = []
     for model in models:
         rows_of = by_model.get(model)
+        kept_line = next((line for line in kept.splitlines() if line.startswith(f"| {model} |")), "")
+        if not rows_of and kept_line and "not measured yet" not in kept_line:
+            lines.append(kept_line)
+            continue
         if not rows_of:
             why = (f"FAILED at {failed[model]['stage']}: {failed[model]['error']}" if model in failed
                    else f"not measured yet: `bbexport report --models {model}`")
@@ -131,6 +137,12 @@ def variant_rows(models: list[str], rows: list[dict], failures: list[dict]) -> l
                  "MISS " + "; ".join(misses) if misses else "pass"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _made_by(section: str) -> list[str]:
+    """The report commands a kept section says it was made by (its "Made by" line)."""
+    line = next((line for line in section.splitlines() if line.startswith("Made by ")), "")
+    return re.findall(r"`(bbexport report [^`]+)`", line)
 
 
 def _command(settings: dict) -> str:
@@ -179,11 +191,12 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
         weights = sorted({r["weights"] for r in rows}) or ["—"]
         made_in = [report for report in reports if any(r["family"] == family for r in report["rows"])]
         made_by = [_command(report["settings"]) for report in made_in] or [f"bbexport report --family {family}"]
+        made_by += [command for command in _made_by(kept.get(family, "")) if command not in made_by]
         # INT8-cpu weights are 7-bit on x86 CPUs without VNNI, 8-bit with it: say which CPU measured the section
         cpus = sorted({report["machine"]["cpu"] for report in made_in})
         sections.append(f"## {family}\n\nMade by {', '.join(f'`{c}`' for c in made_by)}; weights: "
                         f"{', '.join(weights)}" + (f"; on {', '.join(cpus)}" if cpus else "") + ".\n\n"
-                        f"{HEADER}\n" + "\n".join(variant_rows(models, rows, failures)) + "\n")
+                        f"{HEADER}\n" + "\n".join(variant_rows(models, rows, failures, kept.get(family, ""))) + "\n")
     old_rows = kept_rows(kept, families, latest)
     measured = {r["model"] for r in latest.values() if r["backend"] == "ort"}
     measured |= {m for m, line in old_rows.items() if "not measured yet" not in line}

@@ -39,6 +39,9 @@ class WeightsSource:
         return f"random (seed {self.seed}{', BN-recalibrated' if self.bn_recalibrated else ''})"
 
 
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")  # read by torch.load(weights_only=True)
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, unwrapped from common training wrappers."""
     path = Path(path)
@@ -49,10 +52,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             raw = load_file(str(path), device="cpu")
-        elif path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        elif path.suffix in TORCH_SUFFIXES or path.name.endswith(".pth.tar"):  # .pth.tar: PeleeNet, CondenseNet
             raw = torch.load(path, map_location="cpu", weights_only=True)
         else:
-            raise WeightsError(f"unsupported weights format {path.suffix!r} for {path} (expected .pth, .pt or .safetensors)")
+            raise WeightsError(f"unsupported weights format {path.suffix!r} for {path} (expected .pth, .pth.tar, .pt, .bin, .ckpt or .safetensors)")
     except WeightsError:
         raise
     except Exception as e:  # corrupt files raise many types (pickle, zip, safetensors header)

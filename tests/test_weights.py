@@ -71,6 +71,13 @@ def test_shape_mismatch_is_named(tmp_path: Path, reference_state) -> None:
         build_model("resnet18", weights=path)
 
 
+def test_pth_tar_is_read_as_torch(tmp_path: Path, reference_state) -> None:
+    """The authors of PeleeNet and CondenseNet ship ``.pth.tar`` files: torch's format, read safely."""
+    path = tmp_path / "checkpoint.pth.tar"
+    torch.save({"state_dict": reference_state}, path)
+    assert read_state_dict(path).keys() == reference_state.keys()
+
+
 def test_unknown_suffix(tmp_path: Path) -> None:
     path = tmp_path / "weights.h5"
     path.write_bytes(b"")
