@@ -67,8 +67,9 @@ class OrtRunner:
         return self.session.run(None, {self.input_name: feed})[0].astype(np.float32)
 
 
-def int8_runner(onnx_path: Path, flavour: str, threads: int | None = None) -> OrtRunner:
+def int8_runner(onnx_path: Path, flavour: str, threads: int | None = None,
+                providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> OrtRunner:
     """How an INT8 ONNX is measured on the CPU: the cpu flavour through ONNX Runtime's integer
     kernels (what it will run as); the trt flavour with its Q/DQ pairs run as written, which is
     TensorRT's arithmetic rather than this host's int8 kernels."""
-    return OrtRunner(onnx_path, threads=threads, fake_quant=flavour == "trt")
+    return OrtRunner(onnx_path, providers, threads=threads, fake_quant=flavour == "trt")
