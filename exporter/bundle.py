@@ -55,6 +55,10 @@ GOLDEN_PHOTOS = 3
 RUNTIME = Path(bbruntime.__file__).parent
 ENTRY = RUNTIME / "infer.py"
 README_TEMPLATE = Path(__file__).with_name("bundle_README.md")
+# ImageNet-1k's class names in class order, as data: written from torchvision's weights metadata
+# (ResNet50_Weights.IMAGENET1K_V2.meta["categories"]; tests/test_bundle.py checks they still agree), kept
+# here because torchvision is only a test dependency of bbexport.
+IMAGENET_CLASSES = Path(__file__).with_name("imagenet_classes.txt")
 
 
 @dataclass(frozen=True)
@@ -200,17 +204,10 @@ def golden_arrays(subject: Subject) -> dict[str, np.ndarray]:
 
 
 def class_names(spec) -> list[str] | None:
-    """The class names of an ImageNet-1k head (torchvision's weights metadata) or of the digits; None
-    where they are unknown here."""
+    """The class names of an ImageNet-1k head or of the digits; None where they are unknown."""
     if spec.samples == "digits":
         return [str(digit) for digit in range(spec.num_classes)]
-    if spec.num_classes != 1000:
-        return None
-    try:
-        from torchvision.models import ResNet50_Weights
-    except ImportError:
-        return None
-    return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+    return IMAGENET_CLASSES.read_text().splitlines() if spec.num_classes == 1000 else None
 
 
 def runtime_modules() -> list[Path]:
