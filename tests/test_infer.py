@@ -232,44 +232,41 @@ def test_bundled_preprocessing_matches_calibration_preprocessing(combo, bundled_
 
 # ----------------------------------------------------------------------------- TensorRT and CUDA calls
 
-# Which binding each receiver of an attribute in bbruntime's GPU code is, per file.
+# Which binding each receiver of an attribute in bbruntime's GPU code is: per file, and the library of the file.
 RECEIVERS = {
-    "trt.py": {"trt": "tensorrt", "trt.Logger": "Logger", "trt.TensorIOMode": "TensorIOMode", "runtime": "Runtime",
-               "self.engine": "ICudaEngine", "self.context": "IExecutionContext"},
-    "cuda.py": {"rt": "runtime", "cudart()": "runtime", "rt.cudaMemcpyKind": "cudaMemcpyKind",
-                "rt.cudaStreamCaptureMode": "cudaStreamCaptureMode", "props": "cudaDeviceProp"},
+    ("trt.py", "tensorrt"): {"trt": "tensorrt", "trt.Logger": "Logger", "trt.TensorIOMode": "TensorIOMode",
+                             "runtime": "Runtime", "self.engine": "ICudaEngine", "self.context": "IExecutionContext"},
+    ("cuda.py", "cuda_runtime"): {"rt": "runtime", "cudart()": "runtime", "rt.cudaMemcpyKind": "cudaMemcpyKind",
+                                  "rt.cudaStreamCaptureMode": "cudaStreamCaptureMode", "props": "cudaDeviceProp"},
 }
 
 
-def gpu_calls() -> dict[str, set[str]]:
-    """Binding -> the attribute names bbruntime's trt.py and cuda.py use on it (read from their source)."""
+def gpu_calls(library: str) -> dict[str, set[str]]:
+    """Binding -> the attribute names bbruntime's code for ``library`` uses on it (read from its source)."""
     used: dict[str, set[str]] = {}
-    for file, receivers in RECEIVERS.items():
+    for (file, of), receivers in RECEIVERS.items():
         for node in ast.walk(ast.parse((RUNTIME / file).read_text())):
-            if isinstance(node, ast.Attribute) and (binding := receivers.get(ast.unparse(node.value))):
+            if of == library and isinstance(node, ast.Attribute) and (binding := receivers.get(ast.unparse(node.value))):
                 used.setdefault(binding, set()).add(node.attr)
     return used
 
 
-def test_every_receiver_of_the_gpu_code_is_checked() -> None:
+@pytest.mark.parametrize("library", ["tensorrt", "cuda_runtime"])
+def test_every_receiver_of_the_gpu_code_is_checked(library) -> None:
     """The table above still names the receivers the code uses (a rename would make the check vacuous)."""
-    assert set(gpu_calls()) == {b for receivers in RECEIVERS.values() for b in receivers.values()}
+    expected = {b for (_, of), receivers in RECEIVERS.items() if of == library for b in receivers.values()}
+    assert set(gpu_calls(library)) == expected
 
 
-@pytest.mark.parametrize("version", sorted(BINDINGS["tensorrt"]))
-def test_tensorrt_calls_exist_in_the_real_bindings(version) -> None:
-    bound = BINDINGS["tensorrt"][version]
-    missing = {f"{binding}.{name}" for binding, names in gpu_calls().items() if binding in bound
-               for name in names if name not in bound[binding]}
-    assert not missing, f"TensorRT {version} does not bind {sorted(missing)}"
-
-
-@pytest.mark.parametrize("module", sorted(BINDINGS["cuda_runtime"]))
-def test_cuda_calls_exist_in_the_real_bindings(module) -> None:
-    bound = BINDINGS["cuda_runtime"][module]
-    missing = {f"{binding}.{name}" for binding, names in gpu_calls().items() if binding in bound
-               for name in names if name not in bound[binding]}
-    assert not missing, f"{module} does not bind {sorted(missing)}"
+@pytest.mark.parametrize("library, version", [
+    (library, version) for library in ("tensorrt", "cuda_runtime") for version in BINDINGS[library]])
+def test_gpu_calls_exist_in_the_real_bindings(library, version) -> None:
+    """Every TensorRT call is bound by TensorRT 10.3 and 11.1; every CUDA call by cuda-python 12.4's
+    cuda.cudart and cuda.bindings.runtime 12.9 and 13.5."""
+    bound = BINDINGS[library][version]
+    missing = {f"{binding}.{name}" for binding, names in gpu_calls(library).items()
+               for name in names if name not in bound.get(binding, ())}
+    assert not missing, f"{version} does not bind {sorted(missing)}"
 
 
 @pytest.mark.gpu
