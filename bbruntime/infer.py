@@ -139,7 +139,9 @@ def _ort_runner(bundle: Bundle, providers: tuple[str, ...], threads: int | None)
                                      "onnxruntime-gpu")
     # The arithmetic the build measured: an INT8 trt-flavour graph runs its Q/DQ as written off TensorRT.
     flavour = bundle.contract["flavour"] if bundle.contract["precision"] == "int8" else "cpu"
-    runner = int8_runner(bundle.onnx_path, flavour, threads, providers)
+    # No spinning: the decode workers share the cores with ONNX Runtime's threads, and spin-waiting
+    # threads take the cycles they need (docs/benchmarks.md, the edge section).
+    runner = int8_runner(bundle.onnx_path, flavour, threads, providers, spin=False)
     dropped = [p for p in providers if p not in runner.session.get_providers()]
     if dropped:  # ONNX Runtime falls back to the CPU silently when a provider fails to load
         raise MissingDependencyError(f"ONNX Runtime could not start {', '.join(dropped)} (see its messages above)")
