@@ -22,7 +22,8 @@ softmax probability, ``label`` the class name from ``labels.txt`` (null/empty wi
 logits: every top-1 equal and the mean cosine within the bundle's drift budget, else exit 1. Run it
 first on a new device. Exit codes: 0 done; 1 verification failed; 2 bad input (a missing file, a
 source that does not open; unreadable images in a folder, glob or list are skipped and counted);
-3 a backend missing (the message names what to install); 130 interrupted.
+3 a backend missing (the message names what to install); 130 interrupted; 141 the reader of the
+output went away (``| head``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import queue
 import sys
 import threading
@@ -453,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("infer: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141
 
 
 if __name__ == "__main__":
