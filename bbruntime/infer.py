@@ -56,6 +56,9 @@ CONTRACT_FORMAT = "bbexport-bundle/1"
 # difference is a different resize (another Pillow) on the device, which shifts every prediction.
 PREPROCESS_TOLERANCE = 1e-4
 PREFETCH_BATCHES = 4  # decoded batches kept ready ahead of the runtime
+# Decode workers: one core is left to the runtime's own threads; past 4, a Jetson's or a desktop's cores
+# decode faster than any of these models infers.
+MAX_DECODE_WORKERS = 4
 
 
 # ----------------------------------------------------------------------------- the bundle
@@ -325,7 +328,7 @@ def classify(runner, bundle: Bundle, frames: Iterable[Frame], out: Output, batch
              limit: int | None = None) -> RunStats:
     """Every frame through the runner in batches of ``batch_size`` (``limit``: stop after that many images)."""
     stats, batch = RunStats(), []
-    workers = max(1, min(4, usable_cores() - 1))
+    workers = max(1, min(MAX_DECODE_WORKERS, usable_cores() - 1))
     started = time.perf_counter()
 
     def run(items: list[Prepared]) -> None:
