@@ -56,8 +56,8 @@ CONTRACT_FORMAT = "bbexport-bundle/1"
 # difference is a different resize (another Pillow) on the device, which shifts every prediction.
 PREPROCESS_TOLERANCE = 1e-4
 PREFETCH_BATCHES = 4  # decoded batches kept ready ahead of the runtime
-# Decode workers: one core is left to the runtime's own threads; past 4, a Jetson's or a desktop's cores
-# decode faster than any of these models infers.
+# Decode workers: one core is left to the runtime's own threads, and at most 4 (a bound, not a measured
+# optimum: this machine has 2 cores).
 MAX_DECODE_WORKERS = 4
 
 
