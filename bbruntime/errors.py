@@ -45,6 +45,11 @@ class ImageError(BBExportError):
     """One image file that cannot be read as a picture (corrupt, truncated, too large to decode)."""
 
 
+class SourceError(BBExportError):
+    """A source infer.py cannot read: a missing file or folder, a glob matching nothing, a video or camera
+    that does not open."""
+
+
 class ValidationFailed(BBExportError):
     """An artifact's numbers miss their budget; the message carries the numbers."""
 

@@ -77,6 +77,11 @@ def drift(reference: np.ndarray, candidate: np.ndarray) -> Drift:
     )
 
 
+def confidence_margins(logits: np.ndarray) -> np.ndarray:
+    """Per sample: how far its top-1 softmax probability leads the second's (1 for a single class)."""
+    return _margins(_softmax(np.asarray(logits, np.float64).reshape(len(logits), -1)))
+
+
 def _margins(probabilities: np.ndarray) -> np.ndarray:
     """Per sample: the softmax probability of the first class minus that of the second."""
     if probabilities.shape[1] < 2:

@@ -28,17 +28,21 @@ class OrtRunner:
     name = "ort"
 
     def __init__(self, onnx_path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",),
-                 threads: int | None = None, fake_quant: bool = False):
+                 threads: int | None = None, fake_quant: bool = False, spin: bool = True):
         """``fake_quant``: run Q/DQ pairs as written (quantize, dequantize, float op) instead of
         fusing them into ORT's integer kernels. That is TensorRT's arithmetic (int8 products summed
         exactly), free of the host's kernels: x86 CPUs without VNNI saturate int16 pair sums of
-        uint8 x int8 products (VPMADDUBSW), which alone cost real EfficientNet-Lite1 0.1 of cosine."""
+        uint8 x int8 products (VPMADDUBSW), which alone cost real EfficientNet-Lite1 0.1 of cosine.
+        ``spin=False``: idle intra-op threads sleep instead of spinning, leaving the cores to other work
+        of the same process (infer.py's decode workers)."""
         import onnxruntime as ort  # lazily: a TensorRT-only device has none
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if fake_quant:
             options.add_session_config_entry("session.disable_quant_qdq", "1")
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         # What the timing records: ONNX Runtime's own default is one thread per usable core.
@@ -67,8 +71,9 @@ class OrtRunner:
         return self.session.run(None, {self.input_name: feed})[0].astype(np.float32)
 
 
-def int8_runner(onnx_path: Path, flavour: str, threads: int | None = None) -> OrtRunner:
+def int8_runner(onnx_path: Path, flavour: str, threads: int | None = None,
+                providers: tuple[str, ...] = ("CPUExecutionProvider",), spin: bool = True) -> OrtRunner:
     """How an INT8 ONNX is measured on the CPU: the cpu flavour through ONNX Runtime's integer
     kernels (what it will run as); the trt flavour with its Q/DQ pairs run as written, which is
     TensorRT's arithmetic rather than this host's int8 kernels."""
-    return OrtRunner(onnx_path, threads=threads, fake_quant=flavour == "trt")
+    return OrtRunner(onnx_path, providers, threads=threads, fake_quant=flavour == "trt", spin=spin)

@@ -46,16 +46,19 @@ def trt_version() -> str | None:
     return trt.__version__
 
 
-def load_engine(engine_path: Path, built_with: str | None = None):
-    """Deserialize ``engine_path``; a failure names the TensorRT that built the engine (where known)
-    and the one running, since a plan loads only on the version and GPU model that made it."""
+def load_engine(engine_path: Path, built_with: str | None = None, dla_core: int | None = None):
+    """Deserialize ``engine_path`` (onto DLA core ``dla_core`` where given: Jetson's deep-learning
+    accelerators); a failure names the TensorRT that built the engine (where known) and the one
+    running, since a plan loads only on the version and GPU model that made it."""
     import tensorrt as trt
 
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    if dla_core is not None:
+        runtime.DLA_core = dla_core  # before deserializing: the engine's DLA layers bind to this core
     engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
     if engine is None:
-        made = f"built with TensorRT {built_with}, " if built_with else ""
-        raise ExportError(f"TensorRT {trt.__version__} could not load {engine_path} ({made}running "
+        made = f"built with TensorRT {built_with}" if built_with else "built with an unrecorded TensorRT"
+        raise ExportError(f"TensorRT {trt.__version__} could not load {engine_path} ({made}, running "
                           f"{trt.__version__}): engines only load on the TensorRT version and GPU model that built "
                           "them; rebuild it here from the ONNX file")
     return runtime, engine
@@ -68,10 +71,11 @@ class TrtRunner:
 
     name = "trt"
 
-    def __init__(self, engine_path: Path, cuda_graph: bool = False, built_with: str | None = None):
+    def __init__(self, engine_path: Path, cuda_graph: bool = False, built_with: str | None = None,
+                 dla_core: int | None = None):
         import tensorrt as trt
 
-        self._runtime, self.engine = load_engine(engine_path, built_with)
+        self._runtime, self.engine = load_engine(engine_path, built_with, dla_core)
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from bbruntime.errors import CalibrationDataError, ImageError
-from bbruntime.preprocess import read_image
+from bbruntime.preprocess import IMAGE_SUFFIXES, read_image
 from model_defs import ModelSpec
 
 from .batchnorm import calibration_views
 from .images import preprocess
 from .samples import sample_set
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 TENSOR_SUFFIXES = (".npy", ".npz")
 
 

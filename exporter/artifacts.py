@@ -90,6 +90,16 @@ def publish(staged: Path, final: Path) -> Path:
     return final
 
 
+def publish_folder(staged: Path, final: Path) -> Path:
+    """Move a staged folder into place. One already at ``final`` is first moved aside into the staged
+    folder's parent (a staging folder, removed with it): readers see the old folder or the new one, never a
+    half-written one (between the two renames, for an instant, neither)."""
+    if final.exists():
+        os.replace(final, staged.parent / f".replaced-{final.name}")
+    os.replace(staged, final)
+    return final
+
+
 def write_bytes(path: Path, data) -> Path:
     """Write a bytes-like object (bytes, TensorRT's IHostMemory) via a temporary file and a rename,
     so readers never see half a file."""

@@ -12,6 +12,7 @@ import click
 from bbruntime.errors import EXIT_INTERRUPTED, BBExportError, Interrupted
 
 from .budget import PRECISIONS
+from .targets import TARGETS
 
 
 def _raise_interrupted(signum, _frame) -> None:
@@ -72,29 +73,42 @@ BUDGET_OPTION = click.option("--budget", type=click.Path(path_type=Path, dir_oka
 EXPORT_FIELDS = ("opset", "img_size", "batch", "dynamic_batch", "weights", "out", "exporter", "seed", "budget")
 
 
-def _export_options(func):
-    options = [
+def _export_option_list(with_out: bool = True) -> list:
+    """The ``bbexport onnx`` options every command that exports takes (``bundle`` has its own ``--out``)."""
+    return [
         click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset."),
         click.option("--img-size", type=int, help="Square input size (default: the variant's)."),
         click.option("--batch", type=click.IntRange(1, 4096), default=1, show_default=True,
                      help="Static batch size."),
         click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch axis."),
         click.option("--weights", type=click.Path(path_type=Path), help="Checkpoint (.pth/.pt/.safetensors)."),
-        click.option("--out", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True),
+        *([click.option("--out", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True)]
+          if with_out else []),
         click.option("--no-simplify", is_flag=True, help="Skip onnxsim."),
         click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
                      show_default=True),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of random weights."),
         BUDGET_OPTION,
     ]
+
+
+def _applied(options: list, func):
     for option in reversed(options):
         func = option(func)
     return func
 
 
+def _export_options(func):
+    return _applied(_export_option_list(), func)
+
+
+def _export_options_but_out(func):
+    return _applied(_export_option_list(with_out=False), func)
+
+
 def _quantization_options(func):
-    """How FP16/INT8 ONNX files are made: ``bbexport quantize`` and ``bbexport trt`` take the same."""
-    options = [
+    """How FP16/INT8 ONNX files are made: ``bbexport quantize``, ``trt`` and ``bundle`` take the same."""
+    return _applied([
         click.option("--calib", type=click.Path(path_type=Path),
                      help="Calibration images (folder, recursive) or tensors (.npy/.npz); default: built-in photos."),
         click.option("--calib-limit", type=click.IntRange(1), help="Calibrate on a seeded subset of N samples."),
@@ -106,10 +120,7 @@ def _quantization_options(func):
                      help="Keep the most sensitive layers in float until the cosine to FP32 reaches COS."),
         click.option("--quantize-all", is_flag=True, help="INT8: quantize the layers the variant keeps in float "
                                                           "by default (its spec's int8_keep_float)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    ], func)
 
 
 def _export_from(options: dict):
@@ -304,6 +315,41 @@ def quantize_command(model: str, precision: str, flavour: str, reduce_range: boo
         click.echo(f"int8 {flavour}: {outcome.manifest['details']['weight_bits']}-bit weights, measured with "
                    f"{outcome.manifest['details']['measured_with']}")
     click.echo(table(DRIFT_HEADERS, drift_rows(outcome.validation)))
+
+
+@cli.command("bundle")
+@click.argument("model")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option("--flavour", type=click.Choice(["cpu", "trt"]),
+              help="INT8: cpu (ONNX Runtime's integer kernels) or trt (TensorRT's Q/DQ graph); default: trt for "
+                   "--target jetson, else cpu.")
+@click.option("--target", type=click.Choice(TARGETS),
+              help="The device: decides INT8 cpu's weight range (7-bit on x86-avx2, 8-bit on x86-vnni, arm and "
+                   "jetson); default: this machine.")
+@click.option("--engine", type=click.Path(path_type=Path),
+              help="A TensorRT engine built by bbexport trt (with its .json sidecar) to ship beside the ONNX.")
+@click.option("--artifacts", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True,
+              help="Where the ONNX stages write their files, and reuse them while their inputs are unchanged.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bundles"), show_default=True,
+              help="Writes OUT/<model>-<precision>/.")
+@_quantization_options
+@_export_options_but_out
+def bundle_command(model: str, precision: str, flavour: str | None, target: str | None, engine: Path | None,
+                   artifacts: Path, out: Path, **options) -> None:
+    """A folder that deploys MODEL to an edge device: the validated ONNX (and an engine), the deployment
+    contract bbexport.json, golden inputs with their FP32 logits, labels, and infer.py with the runtime
+    code that measured the drift here."""
+    from .bundle import BundleOptions, bundle_model
+    from .console import print_stage
+
+    bundle = BundleOptions(precision=precision, flavour=flavour, target=target, engine=engine, out=out,
+                           quantization=_quantize_from(precision, flavour or "cpu", options, reduce_range=False))
+    outcome = bundle_model(model, bundle, _export_from({**options, "out": artifacts}), log=print_stage)
+    contract = outcome.contract
+    click.echo(f"weights: {contract['weights_source']}")
+    click.echo(f"target {contract['target']}: {contract['precision']}"
+               + (f" {contract['flavour']}, {contract['int8_weight_bits']}-bit weights" if contract["flavour"] else ""))
+    click.echo(f"on the device: python {outcome.folder / 'infer.py'} --verify")
 
 
 def _weights_line(weights: dict) -> str:

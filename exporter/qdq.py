@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import functools
 import io
 import logging
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,24 +46,6 @@ class QdqResult:
     path: Path
     quantized_nodes: tuple[str, ...]
     excluded_nodes: tuple[str, ...]
-
-
-# CPU flags (Linux /proc/cpuinfo names) of x86 integer dot-product instructions that sum u8 x s8
-# products into int32 without the int16 intermediate.
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-
-
-@functools.cache  # one read of /proc/cpuinfo per process, however many QuantizeOptions are made
-def host_int8_saturates(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether ONNX Runtime's uint8 x int8 kernels on this machine can saturate (x86 without VNNI).
-    An x86 machine whose flags cannot be read is assumed to lack VNNI: 7-bit weights are always safe."""
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return False
-    try:
-        flags = cpuinfo.read_text().split()
-    except OSError:
-        return True
-    return not any(flag in flags for flag in VNNI_FLAGS)
 
 
 def qdq_from_onnx(src: Path, dst: Path, ranges_file: Path, flavour: str, method: str,

@@ -37,7 +37,6 @@ from .pipeline import (
 )
 from .qdq import (
     dequantized_consumers,
-    host_int8_saturates,
     qdq_from_onnx,
     resolve_exclusions,
     weight_quantization,
@@ -45,6 +44,7 @@ from .qdq import (
 )
 from .reuse import reusable
 from .subject import Logger, StageLog, Subject, raise_on_miss, validated
+from .targets import host_target, int8_weights_saturate
 from .validate import ValidationReport
 
 QUANTIZED_PRECISIONS = PRECISIONS[1:]  # what this stage makes from the FP32 export
@@ -63,13 +63,14 @@ class QuantizeOptions:
     exclude: tuple[str, ...] = ()  # node names, globs over names, or op types kept in float
     spec_exclusions: bool = True  # int8: also keep the variant's own sensitive layers (spec.int8_keep_float)
     auto_exclude: float | None = None  # target cosine for the per-layer sensitivity search
-    # int8 cpu flavour: 7-bit weights, for x86 CPUs without VNNI; None = decide for this machine.
+    # int8 cpu flavour: 7-bit weights, for x86 CPUs without VNNI; None = decide for this machine
+    # (exporter.targets).
     reduce_range: bool | None = None
 
     def __post_init__(self):
         if self.reduce_range is None:  # resolved at once, so manifests and reuse keys hold the decision
             cpu_int8 = self.precision == "int8" and self.flavour == "cpu"
-            object.__setattr__(self, "reduce_range", cpu_int8 and host_int8_saturates())
+            object.__setattr__(self, "reduce_range", cpu_int8 and int8_weights_saturate(host_target()))
 
     @property
     def label(self) -> str:
@@ -106,7 +107,7 @@ def quantize_model(model: str | Subject, options: QuantizeOptions, export: Expor
     """Build, validate and publish the FP16 or INT8 ONNX of ``model`` from its FP32 export; a
     published one made from the same inputs is reused. ``keep_misses`` publishes an artifact that
     misses its budget with the verdict recorded (the report), instead of raising."""
-    _check_options(options)
+    check_quantize_options(options)
     stages: list[StageLog] = []
 
     def record(entry: StageLog) -> None:
@@ -208,7 +209,8 @@ def _int8_graph(fp32_onnx: Path, staged: Path, options: QuantizeOptions, calib: 
     return _Converted(details, _calibration_manifest(calib, cache, options, trt_cache), excluded, cache.hit, trt_cache)
 
 
-def _check_options(options: QuantizeOptions) -> None:
+def check_quantize_options(options: QuantizeOptions) -> None:
+    """Every option combination the precision stage cannot make, rejected before any work."""
     if options.precision not in QUANTIZED_PRECISIONS:
         raise BBExportError(f"unknown precision {options.precision!r} (expected {', '.join(QUANTIZED_PRECISIONS)})")
     if options.precision == "int8" and options.flavour not in FLAVOURS:

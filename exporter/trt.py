@@ -219,7 +219,7 @@ def engine_from_onnx(onnx_path: Path, engine_path: Path, *, precision: str, min_
         "timing_cache": {"path": str(timing_cache), "reused": cache} if timing_cache else None,
         "calibration": calibrator.summary() if calibrator else None, "build_seconds": round(seconds, 2),
     }
-    sidecar_path = write_json(_sidecar_path(Path(engine_path)), sidecar)
+    sidecar_path = write_json(engine_sidecar_path(Path(engine_path)), sidecar)
     return EngineResult(Path(engine_path), sidecar_path, sidecar, seconds)
 
 
@@ -346,7 +346,7 @@ def _entropy_calibrator(trt, data: np.ndarray | None, cache_path: Path | None, o
     return EntropyCalibrator()
 
 
-def _sidecar_path(engine_path: Path) -> Path:
+def engine_sidecar_path(engine_path: Path) -> Path:
     return engine_path.with_name(engine_path.name + ".json")
 
 
@@ -411,11 +411,11 @@ def trt_from_model(model: str | Subject, options: TrtOptions = TrtOptions(), exp
     inputs = {"stage": "engine", **subject.identity(), "source": onnx_sha256,
               "options": asdict(replace(options, timing_cache=None)), "calibration": calib and calib.sha256,
               "tensorrt": trt_version(), "gpu": _gpu()}
-    if (sidecar := reusable(_sidecar_path(engine_path), inputs, artifact_key="engine")) is not None:
+    if (sidecar := reusable(engine_sidecar_path(engine_path), inputs, artifact_key="engine")) is not None:
         log(StageLog("trt", True, 0.0, "re-used: its sidecar records the same inputs", engine_path,
                      artifact_bytes(engine_path)))
         report = recorded_validation(sidecar, subject, options.precision)
-        return TrtOutcome(onnx_path, engine_path, _sidecar_path(engine_path), sidecar, report)
+        return TrtOutcome(onnx_path, engine_path, engine_sidecar_path(engine_path), sidecar, report)
     return _build_and_validate(subject, onnx_path, engine_path, options, inputs, calib, log)
 
 
@@ -451,8 +451,8 @@ def _build_and_validate(subject: Subject, onnx_path: Path, engine_path: Path, op
         sidecar = {**built.sidecar, "inputs": inputs, "model": subject.spec.to_dict(),
                    "weights": asdict(subject.weights), "calibration_data": calib.describe() if calib else None,
                    "validation": report.to_dict()}
-        staged_sidecar = write_json(_sidecar_path(built.engine_path), sidecar)  # every write before any publish
+        staged_sidecar = write_json(engine_sidecar_path(built.engine_path), sidecar)  # every write before any publish
         engine_path = publish(built.engine_path, engine_path)
-        sidecar_path = publish(staged_sidecar, _sidecar_path(engine_path))
+        sidecar_path = publish(staged_sidecar, engine_sidecar_path(engine_path))
     log(StageLog("trt", True, built.seconds, path=engine_path, bytes=artifact_bytes(engine_path)))
     return TrtOutcome(onnx_path, engine_path, sidecar_path, sidecar, report)

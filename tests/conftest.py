@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,3 +111,60 @@ def cadene_pair(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     ours = create_model(name)
     ours.load_state_dict(reference.state_dict(), strict=True)
     return reference, ours
+
+
+# ----------------------------------------------------------------------------- the device side
+
+ROOT = Path(__file__).resolve().parents[1]
+# What a device does not have: importing any of these in run_without_build_side raises ImportError.
+BLOCKED = ("torch", "torchvision", "onnx", "onnxsim", "timm", "model_defs", "calibration", "exporter")
+
+
+def run_without_build_side(code: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter where importing any of BLOCKED raises ImportError."""
+    prelude = "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in BLOCKED)
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
+    """``build(folder)``'s result, built once per test run even across xdist workers (they share the run's
+    base temporary folder and take turns through a lock: pytest-xdist's recipe for session fixtures)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built-once"
+    shared.mkdir(exist_ok=True)
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = shared / f"{name}.done"
+        if done.exists():
+            return Path(done.read_text())
+        result = build(shared / name)
+        done.write_text(str(result))
+        return result
+
+
+def _bundle(name: str, precision: str = "fp32", **quantization) -> Callable[[Path], Path]:
+    def build(folder: Path) -> Path:
+        from exporter.bundle import BundleOptions, bundle_model
+        from exporter.pipeline import ExportOptions
+        from exporter.quantize import QuantizeOptions
+
+        options = BundleOptions(precision=precision, out=folder / "bundles", target=quantization.pop("target", None),
+                                quantization=QuantizeOptions(precision, **quantization) if quantization else None)
+        return bundle_model(name, options, ExportOptions(out=folder / "artifacts")).folder
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def resnet18_bundle(tmp_path_factory) -> Path:
+    """``bbexport bundle resnet18``: FP32."""
+    return built_once(tmp_path_factory, "resnet18-fp32", _bundle("resnet18"))
+
+
+@pytest.fixture(scope="session")
+def mobilenet_int8_bundle(tmp_path_factory) -> Path:
+    """``bbexport bundle mobilenetv2_100 --precision int8 --target x86-avx2``: the cpu flavour with the
+    7-bit weights of an AVX2 target, whatever this machine has (max calibration: the fastest)."""
+    return built_once(tmp_path_factory, "mobilenetv2_100-int8",
+                      _bundle("mobilenetv2_100", "int8", target="x86-avx2", flavour="cpu", method="max"))

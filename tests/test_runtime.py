@@ -4,9 +4,6 @@ bbexport's build-side packages absent, and compute what the build side measured.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,21 +15,13 @@ from calibration import preprocess as calibration_preprocess
 from calibration import sample_photos
 from model_defs import get_spec
 
-ROOT = Path(__file__).resolve().parents[1]
-BLOCKED = ("torch", "torchvision", "onnx", "onnxsim", "timm", "model_defs", "calibration", "exporter")
-
-
-def run_without_build_side(code: str) -> subprocess.CompletedProcess:
-    """``code`` in a fresh interpreter where importing any of BLOCKED raises ImportError."""
-    prelude = "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in BLOCKED)
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+from .conftest import run_without_build_side
 
 
 def test_runtime_imports_without_torch_or_onnx() -> None:
     done = run_without_build_side("""
         import bbruntime.cuda, bbruntime.errors, bbruntime.metrics, bbruntime.preprocess
-        import bbruntime.runners, bbruntime.timing, bbruntime.trt
+        import bbruntime.infer, bbruntime.runners, bbruntime.sources, bbruntime.timing, bbruntime.trt
         print(bbruntime.trt.trt_available())
     """)
     assert done.returncode == 0, done.stderr
