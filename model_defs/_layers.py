@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 import torch
@@ -186,3 +187,40 @@ def remap_without(*prefixes: str) -> Callable[[Mapping[str, torch.Tensor]], dict
         return {key: value for key, value in state.items() if not key.startswith(prefixes)}
 
     return remap
+
+
+class NormPReLU(nn.Module):
+    """BatchNorm -> PReLU with one slope per channel, named ``bn``/``act`` as the ESPNet authors' ``BR``
+    (ESPNet, ESPNetv2), so their checkpoints load without a remap. ONNX ``PRelu``; the BN folds into the
+    conv before it where there is one."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(num_features, eps=eps)
+        self.act = nn.PReLU(num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(x))
+
+
+class ConvNormPReLU(NormPReLU):
+    """Bias-free conv (padding ``kernel_size // 2``) -> BatchNorm -> per-channel PReLU: the ESPNet authors'
+    ``CBR``, with its ``conv``/``bn``/``act`` names."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1,
+                 eps: float = 1e-5):
+        super().__init__(out_chs, eps)
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.conv(x))
+
+
+def named_conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, dilation: int = 1,
+               groups: int = 1) -> nn.Sequential:
+    """A bias-free conv padded ``dilation * (kernel_size // 2)`` (the map kept at stride 1, halved rounding
+    up at stride 2) under the one name ``conv``: the layout of the ESPNet authors' ``C``/``CDilated``
+    wrappers (``level3.0.d8.conv.weight``), so their checkpoints load as they are."""
+    conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, dilation * (kernel_size // 2), dilation, groups,
+                     bias=False)
+    return nn.Sequential(OrderedDict(conv=conv))
