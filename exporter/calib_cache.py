@@ -29,6 +29,9 @@ from calibration.data import CalibrationSet
 from .artifacts import sha256_file, sidecar_of
 
 METHODS = ("entropy", "max", "percentile", "mse")
+# Real EfficientNet-Lite1 on augmented crops (docs/int8-real-weights.md): percentile keeps more of the
+# top-1 than entropy in both flavours, with and without bias correction.
+DEFAULT_METHOD = "percentile"
 FLAVOURS = ("trt", "cpu")
 PERCENTILE = 99.999  # of |x| for "percentile": TensorRT's and ONNX Runtime's customary default
 RANGES_VERSION = 4  # bump when the range computation changes, so old caches are not read back

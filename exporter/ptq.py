@@ -198,9 +198,13 @@ def _write_bias(model: onnx.ModelProto, node: onnx.NodeProto, bias: np.ndarray) 
 
 
 class Int8Source:
-    """The FP32 graph an INT8 graph is made from, prepared once per set of float layers: its
-    constant weights as initializers and, where asked, its biases corrected for the quantization
-    that keeps exactly those layers in float (a layer kept in float changes every shift after it).
+    """The FP32 graph an INT8 graph is made from: its constant weights as initializers and, where
+    asked, its biases corrected (:func:`bias_corrected`).
+
+    The correction is measured once, for the first set of float layers asked for (the fixed
+    exclusions). A layer's correction is its own rounding's shift, so it holds whatever else is kept
+    in float; a layer that is itself kept in float has no rounding, and gets its trained bias back.
+    The sensitivity search re-quantizes with many sets of float layers: none of them re-measures.
 
     ``qdq(src, dst, excluded)`` is the Q/DQ pass (:func:`exporter.qdq.qdq_from_onnx` with the
     flavour's settings); every graph this source quantizes goes through it."""
@@ -211,7 +215,8 @@ class Int8Source:
         self.constants = weights_as_initializers(self.model)
         self.external = sidecar_of(fp32_onnx).exists()
         self.qdq, self.batch, self.work, self.bias_correction = qdq, batch, work, bias_correction
-        self.corrections: dict[tuple[str, ...], BiasCorrection] = {}
+        self.correction: BiasCorrection | None = None
+        self._corrected: tuple[onnx.ModelProto, tuple[str, ...]] | None = None  # and the float layers it was made for
         self._graphs: dict[tuple[str, ...], Path] = {}
 
     def graph_for(self, excluded: tuple[str, ...]) -> Path:
@@ -220,21 +225,31 @@ class Int8Source:
         if key in self._graphs:
             return self._graphs[key]
         path = self.work / f"source-{len(self._graphs)}.onnx"
-        model = self.model
-        if self.bias_correction:
-            model, self.corrections[key] = bias_corrected(
-                self.model, lambda graph: self._quantized(graph, excluded), self.batch, self.work,
-                external_data=self.external)
-        save_onnx(model, path, external_data=self.external)
+        save_onnx(self._corrected_for(excluded) if self.bias_correction else self.model, path,
+                  external_data=self.external)
         self._graphs[key] = path
         return path
-
-    def correction_for(self, excluded: tuple[str, ...]) -> BiasCorrection | None:
-        return self.corrections.get(tuple(sorted(excluded)))
 
     def quantize(self, excluded: tuple[str, ...], dst: Path):
         """The Q/DQ graph with ``excluded`` in float, from the source prepared for them."""
         return self.qdq(self.graph_for(excluded), dst, excluded)
+
+    def _corrected_for(self, excluded: tuple[str, ...]) -> onnx.ModelProto:
+        if self._corrected is None:
+            model, self.correction = bias_corrected(self.model, lambda graph: self._quantized(graph, excluded),
+                                                    self.batch, self.work, external_data=self.external)
+            self._corrected = (model, tuple(excluded))
+        model, measured_with = self._corrected
+        newly_float = set(excluded) - set(measured_with)
+        if not newly_float:
+            return model
+        restored = onnx.ModelProto()
+        restored.CopyFrom(model)
+        for node in restored.graph.node:
+            if node.name in newly_float and node.op_type in BIASED_OPS and _has_constant_weight(self.model, node):
+                original = next(n for n in self.model.graph.node if n.name == node.name)
+                _write_bias(restored, node, _bias_of(self.model, original))
+        return restored
 
     def _quantized(self, graph: onnx.ModelProto, excluded: tuple[str, ...]) -> Path:
         src, dst = self.work / "correcting.onnx", self.work / "correcting.int8.onnx"

@@ -24,7 +24,14 @@ from calibration.data import CalibrationSet, load_calibration
 
 from .artifacts import artifact_bytes, publish, sha256_file, staging_dir, write_json
 from .budget import PRECISIONS
-from .calib_cache import FLAVOURS, METHODS, amax_from_ranges, calibrated_ranges, write_trt_calibration_cache
+from .calib_cache import (
+    DEFAULT_METHOD,
+    FLAVOURS,
+    METHODS,
+    amax_from_ranges,
+    calibrated_ranges,
+    write_trt_calibration_cache,
+)
 from .fp16 import KEEP_FP32_OPS, Fp16Result, fp16_from_onnx, fp16_islands
 from .onnx_export import check_onnx
 from .pipeline import (
@@ -62,7 +69,7 @@ NODE_PROBES_MAX = 96  # above this many candidates, the search ranks name scopes
 class QuantizeOptions:
     precision: str  # "fp16" | "int8"
     flavour: str = "trt"  # int8 only: "trt" (symmetric, for TensorRT) | "cpu" (ONNX Runtime's fast path)
-    method: str = "entropy"  # int8: "entropy" | "max" | "percentile"
+    method: str = DEFAULT_METHOD  # int8: "percentile" | "entropy" | "max" | "mse"
     calib: Path | None = None  # image folder, .npy/.npz, or None = the built-in calibration photos
     calib_limit: int | None = None
     exclude: tuple[str, ...] = ()  # node names, globs over names, or op types kept in float
@@ -206,7 +213,7 @@ def _int8_graph(fp32_onnx: Path, staged: Path, options: QuantizeOptions, calib: 
     fallback = fp16_fallback(options, excluded)
     qdq = source.quantize(excluded, tmp / "fp32-fallback.onnx" if fallback else staged)
     islands = fp16_islands(qdq.path, staged, excluded) if fallback else None
-    correction = source.correction_for(excluded)
+    correction = source.correction
     weights_q = weight_quantization(onnx.load(str(staged), load_external_data=False))
     record(StageLog("qdq", True, time.perf_counter() - t,
                     f"{options.flavour}: {len(qdq.quantized_nodes) if options.flavour == 'trt' else 'all'} "

@@ -128,3 +128,23 @@ def test_mse_range_clips_a_long_tail_and_keeps_a_compact_tensor_whole():
         hist, edges = np.histogram(values, bins=4096, range=(-amax, amax))
         low, high = mse_range(hist.astype(np.float64), edges, values.min(), values.max(), symmetric=True)
         assert low == -high and largest_kept[0] <= high / amax <= largest_kept[1], (high, amax)
+
+
+def test_a_layer_kept_in_float_gets_its_trained_bias_back(tmp_path):
+    """The correction is measured once; a set of float layers asked for later (the sensitivity search)
+    keeps every other layer's correction and gives the float layers their trained biases back."""
+    weight, bias = _rounding_down_weight(), np.full(CHANNELS, 0.1, np.float32)
+    model = _conv_graph(weight, bias)
+    batch = np.random.default_rng(4).uniform(0.5, 1.0, (8, 3, 16, 16)).astype(np.float32)
+    _quantizer(tmp_path, model, batch, "trt")  # writes fp32.onnx and its ranges
+    ranges = next((tmp_path / "calib").glob("*.json"))
+    source = ptq.Int8Source(tmp_path / "fp32.onnx", lambda src, dst, excluded: qdq_from_onnx(
+        src, dst, ranges, "trt", "max", excluded), batch, tmp_path, bias_correction=True)
+
+    def bias_of(excluded):
+        graph = onnx.load(str(source.graph_for(excluded)))
+        return numpy_helper.to_array(next(i for i in graph.graph.initializer if i.name == graph.graph.node[0].input[2]))
+
+    assert np.all(bias_of(()) > bias + 0.03)  # corrected: the weights round down
+    np.testing.assert_array_equal(bias_of(("conv",)), bias)
+    assert source.correction.layers == 1
