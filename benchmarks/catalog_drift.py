@@ -70,7 +70,7 @@ def auto_exclude(model: str, targets: tuple[float, ...], artifacts: Path, timeou
         return {"error": f"target {target}: " + (done.stderr.strip().splitlines() or ["failed"])[-1]}
     recorded = json.loads(manifest.read_text())
     found = recorded["details"]["auto_exclude"]
-    return {"target": target, "cosine_before": found["cosine_before"], "cosine_after": found["cosine_after"],
+    return {"target": target, "cosine_before": found["before"], "cosine_after": found["after"],
             "photos_cosine": recorded["validation"]["drift"]["photos"]["cosine"], "excluded": found["excluded"],
             "probes": found.get("probes"), "seconds": round(time.perf_counter() - started, 1)}
 

@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bbruntime.runners import OrtRunner  # noqa: E402
-from bbruntime.timing import TimingOptions, time_runner  # noqa: E402
+from bbruntime.timing import TimingOptions, alternating_median_ms  # noqa: E402
 from exporter.pipeline import ExportOptions, export_onnx, reusable_export  # noqa: E402
 from exporter.quantize import QuantizeOptions, quantize_model  # noqa: E402
 
@@ -51,11 +51,7 @@ def main() -> int:
     batch = np.random.default_rng(0).standard_normal((1, *fp32.manifest["onnx"]["input"]["shape"][1:])
                                                      ).astype(np.float32)
     timing = TimingOptions(min_iters=10, min_seconds=args.seconds, threads=args.threads)
-    medians: dict[str, list[float]] = {label: [] for label in runners}
-    for _ in range(args.rounds):
-        for label, runner in runners.items():
-            medians[label].append(time_runner(runner, batch, timing).median_ms)
-    ms = {label: float(np.median(values)) for label, values in medians.items()}
+    ms = alternating_median_ms(runners, batch, args.rounds, timing)
     table = _markdown(args.model, ms, files, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table)

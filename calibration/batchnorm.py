@@ -18,6 +18,25 @@ from .images import preprocess_batch
 from .samples import sample_set
 
 
+def revive_residual_norms(model: nn.Module) -> int:
+    """Set to 1 the weight of every norm layer initialised to all zeros; returns how many.
+
+    ResNet and MBConv definitions (like timm's and torchvision's) zero-initialise the last norm of each
+    residual branch, so a trained-from-scratch block starts as the identity. On random weights that
+    makes every such branch add nothing: drift then tests only the stem, the stride blocks and the head
+    (random MobileNetV2 INT8-cpu: cosine 0.994 as initialised, 0.969 with these norms revived). Runs
+    before :func:`recalibrate_batchnorm`, which then gives the revived branches a realistic scale."""
+    revived = 0
+    for m in model.modules():
+        weight = getattr(m, "weight", None)
+        is_norm = isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
+        if is_norm and weight is not None and weight.numel() and not weight.detach().any():
+            with torch.no_grad():
+                weight.fill_(1.0)
+            revived += 1
+    return revived
+
+
 def calibration_views(spec: ModelSpec) -> np.ndarray:
     """``spec``'s calibration images (the photos and their mirror images, or the digits), preprocessed."""
     return preprocess_batch(sample_set(spec, "calibration").images(), spec)

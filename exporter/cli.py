@@ -70,7 +70,12 @@ def list_command(pattern: str, family: str | None) -> None:
 
 BUDGET_OPTION = click.option("--budget", type=click.Path(path_type=Path, dir_okay=False),
                              help="Drift budget CSV (default: exporter/drift_budget.csv).")
-EXPORT_FIELDS = ("opset", "img_size", "batch", "dynamic_batch", "weights", "out", "exporter", "seed", "budget")
+EXPORT_FIELDS = ("opset", "img_size", "batch", "dynamic_batch", "weights", "out", "exporter", "seed", "budget",
+                 "live_branches")
+BRANCHES_OPTION = click.option(
+    "--live-branches/--zero-branches", default=None,
+    help="Random weights: revive the residual branches' zero-initialised norms before BN re-estimation, so "
+         "drift exercises every block (default: exporter.weights.LIVE_BRANCHES).")
 
 
 def _export_option_list(with_out: bool = True) -> list:
@@ -88,6 +93,7 @@ def _export_option_list(with_out: bool = True) -> list:
         click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
                      show_default=True),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of random weights."),
+        BRANCHES_OPTION,
         BUDGET_OPTION,
     ]
 
@@ -112,29 +118,47 @@ def _quantization_options(func):
         click.option("--calib", type=click.Path(path_type=Path),
                      help="Calibration images (folder, recursive) or tensors (.npy/.npz); default: built-in photos."),
         click.option("--calib-limit", type=click.IntRange(1), help="Calibrate on a seeded subset of N samples."),
-        click.option("--method", type=click.Choice(["entropy", "max", "percentile"]), default="entropy",
+        click.option("--method", type=click.Choice(["percentile", "entropy", "max", "mse"]), default="percentile",
                      show_default=True, help="INT8 calibration method."),
         click.option("--exclude", multiple=True, metavar="PAT",
                      help="Keep nodes in float: a node name, a glob over names or an op type (repeatable)."),
-        click.option("--auto-exclude", type=click.FloatRange(0, 1, min_open=True), metavar="COS",
-                     help="Keep the most sensitive layers in float until the cosine to FP32 reaches COS."),
+        click.option("--auto-exclude", callback=_search_target, metavar="[cosine=|top1=]X",
+                     help="Keep the most sensitive layers in float until the INT8 model reaches X on the calibration "
+                          "samples: a cosine to FP32 (0.995, cosine=0.995) or a top-1 agreement (top1=0.95)."),
+        click.option("--fallback", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
+                     help="INT8 trt flavour: the precision of the layers kept out of INT8 (Casts around them)."),
+        click.option("--no-bias-correction", is_flag=True,
+                     help="INT8: keep the biases as trained (default: correct the mean shift quantization leaves in "
+                          "each layer's output, measured on the calibration data)."),
         click.option("--quantize-all", is_flag=True, help="INT8: quantize the layers the variant keeps in float "
                                                           "by default (its spec's int8_keep_float)."),
     ], func)
 
 
+def _search_target(ctx, param, value):
+    """``--auto-exclude``'s value as (metric, target); a bad one is a one-line error (exit 2)."""
+    if value is None:
+        return None
+    from .quantize import parse_search_target
+
+    return parse_search_target(value)
+
+
 def _export_from(options: dict):
     from .pipeline import ExportOptions
 
-    return ExportOptions(**{k: options[k] for k in EXPORT_FIELDS}, simplify=not options["no_simplify"])
+    chosen = {k: options[k] for k in EXPORT_FIELDS if options[k] is not None or k != "live_branches"}
+    return ExportOptions(**chosen, simplify=not options["no_simplify"])
 
 
 def _quantize_from(precision: str, flavour: str, options: dict, reduce_range: bool | None = None):
     from .quantize import QuantizeOptions
 
+    metric, target = options["auto_exclude"] or ("cosine", None)
     return QuantizeOptions(precision=precision, flavour=flavour, method=options["method"], calib=options["calib"],
-                           calib_limit=options["calib_limit"], exclude=options["exclude"],
-                           auto_exclude=options["auto_exclude"], spec_exclusions=not options["quantize_all"],
+                           calib_limit=options["calib_limit"], exclude=options["exclude"], auto_exclude=target,
+                           auto_exclude_metric=metric, spec_exclusions=not options["quantize_all"],
+                           bias_correction=not options["no_bias_correction"], fallback=options["fallback"],
                            reduce_range=reduce_range)
 
 
@@ -210,7 +234,8 @@ def _csv_list(kind: type = str):
               help="Where ONNX files are made, and reused while their inputs are unchanged.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random weights.")
-@click.option("--int8-method", type=click.Choice(["entropy", "max", "percentile"]), default="entropy",
+@BRANCHES_OPTION
+@click.option("--int8-method", type=click.Choice(["percentile", "entropy", "max", "mse"]), default="percentile",
               show_default=True, help="INT8 calibration method.")
 @click.option("--int8-flavours", callback=_csv_list(), metavar="cpu,trt",
               help="INT8 flavours ONNX Runtime runs (default: cpu; add trt for the TensorRT graph's drift on "
@@ -218,8 +243,8 @@ def _csv_list(kind: type = str):
 @click.option("--cuda-graph", is_flag=True, help="TensorRT rows replay a captured CUDA graph.")
 @click.option("--strict", is_flag=True, help="Exit non-zero when any row misses its drift budget.")
 def report_command(family, models, all_models, precisions, backends, batches, img_size, threads, min_time,
-                   min_iters, weights, budget, artifacts, out, seed, int8_method, int8_flavours, cuda_graph,
-                   strict) -> None:
+                   min_iters, weights, budget, artifacts, out, seed, live_branches, int8_method, int8_flavours,
+                   cuda_graph, strict) -> None:
     """Drift and throughput per family, precision and backend: report.{md,json,csv,html} in OUT."""
     from bbruntime.timing import TimingOptions
     from model_defs import list_families, list_models, resolve_name
@@ -245,6 +270,7 @@ def report_command(family, models, all_models, precisions, backends, batches, im
     timing = TimingOptions(min_iters=min_iters, min_seconds=min_time, threads=threads)
     options = runner.ReportOptions(precisions=precisions, backends=backends, batches=batches, img_size=img_size,
                                    timing=timing, artifacts=artifacts, weights=checkpoints, seed=seed,
+                                   **({} if live_branches is None else {"live_branches": live_branches}),
                                    budget_file=budget, cuda_graph=cuda_graph,
                                    int8_method=int8_method, int8_flavours=int8_flavours)
     with runner.live_progress(names) as progress:

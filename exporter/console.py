@@ -38,5 +38,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def validation_table(report: ValidationReport) -> str:
     rows = [(name, d.samples, f"{d.max_abs:.2e}", f"{d.mean_abs:.2e}", f"{d.cosine:.6f}",
-             f"{d.top1_agreement:.0%}", f"{d.top5_agreement:.0%}") for name, d in report.drift.items()]
-    return table(("inputs", "n", "max abs", "mean abs", "cosine", "top-1", "top-5"), rows)
+             f"{d.top1_agreement:.0%}", f"{d.top5_agreement:.0%}", f"{d.top5_containment:.0%}")
+            for name, d in report.drift.items()]
+    return table(("inputs", "n", "max abs", "mean abs", "cosine", "top-1", "top-5", "top-1 in top-5"), rows)

@@ -132,3 +132,14 @@ def _lower_attributes(node: onnx.NodeProto) -> None:
                 node.op_type in ("Constant", "ConstantOfShape"):
             values = np.clip(numpy_helper.to_array(attr.t), -FP16_MAX, FP16_MAX).astype(np.float16)
             attr.t.CopyFrom(numpy_helper.from_array(values, attr.t.name))
+
+
+def fp16_islands(src: Path, dst: Path, nodes: tuple[str, ...]) -> Fp16Result:
+    """``src`` with only ``nodes`` computing in float16 (their weights stored in float16, Casts at the
+    island's borders; norms and the other ops of ``KEEP_FP32_OPS`` among them stay float32).
+
+    The TensorRT flavour's fallback for layers kept out of INT8: a strongly typed TensorRT build runs
+    each layer in the precision its ONNX says, so a layer left in float32 there would run in FP32."""
+    wanted = set(nodes)
+    others = tuple(n.name for n in onnx.load(str(src), load_external_data=False).graph.node if n.name not in wanted)
+    return fp16_from_onnx(src, dst, keep_fp32_ops=KEEP_FP32_OPS, keep_fp32_nodes=others)

@@ -33,6 +33,7 @@ from .reuse import reusable
 from .simplify import SimplifyResult, simplified_from_onnx
 from .subject import Logger, StageLog, Subject, raise_on_miss, subject_for, validated
 from .validate import ValidationReport
+from .weights import LIVE_BRANCHES
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class ExportOptions:
     exporter: str = "torchscript"
     seed: int = 0
     budget: Path | None = None  # drift budget table; None: exporter/drift_budget.csv
+    live_branches: bool = LIVE_BRANCHES  # random weights: residual branches' zero-initialised norms revived
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,9 @@ def library_versions() -> dict[str, str]:
 def subject_of(model: str | Subject, options: ExportOptions) -> Subject:
     """``model`` as a subject built from ``options`` (a subject made elsewhere must match them)."""
     if isinstance(model, str):
-        return subject_for(model, options.img_size, options.weights, options.seed, options.budget)
-    if not model.matches(options.img_size, options.weights, options.seed):
+        return subject_for(model, options.img_size, options.weights, options.seed, options.budget,
+                           options.live_branches)
+    if not model.matches(options.img_size, options.weights, options.seed, options.live_branches):
         raise ValueError(f"subject {model.name} was built for other size, weights or seed than these export options")
     return model
 

@@ -24,8 +24,15 @@ from calibration.data import CalibrationSet, load_calibration
 
 from .artifacts import artifact_bytes, publish, sha256_file, staging_dir, write_json
 from .budget import PRECISIONS
-from .calib_cache import FLAVOURS, METHODS, amax_from_ranges, calibrated_ranges, write_trt_calibration_cache
-from .fp16 import KEEP_FP32_OPS, fp16_from_onnx
+from .calib_cache import (
+    DEFAULT_METHOD,
+    FLAVOURS,
+    METHODS,
+    amax_from_ranges,
+    calibrated_ranges,
+    write_trt_calibration_cache,
+)
+from .fp16 import KEEP_FP32_OPS, Fp16Result, fp16_from_onnx, fp16_islands
 from .onnx_export import check_onnx
 from .pipeline import (
     ExportOptions,
@@ -35,7 +42,9 @@ from .pipeline import (
     recorded_validation,
     subject_of,
 )
+from .ptq import Int8Source
 from .qdq import (
+    QdqResult,
     dequantized_consumers,
     qdq_from_onnx,
     resolve_exclusions,
@@ -49,7 +58,10 @@ from .validate import ValidationReport
 
 QUANTIZED_PRECISIONS = PRECISIONS[1:]  # what this stage makes from the FP32 export
 DEFAULT_EXPORT = ExportOptions()
-SENSITIVITY_SAMPLES = 8  # calibration samples the --auto-exclude search measures on (never held-out photos)
+SENSITIVITY_SAMPLES = 8  # calibration samples the --auto-exclude search ranks on (never held-out photos)
+TOP1_SEARCH_SAMPLES = 64  # calibration samples a top-1 target is measured on
+FALLBACKS = ("fp16", "fp32")  # the precision of layers kept out of INT8 (trt flavour)
+SEARCH_METRICS = ("cosine", "top1")  # what an --auto-exclude target is measured in
 NODE_PROBES_MAX = 96  # above this many candidates, the search ranks name scopes before nodes
 
 
@@ -57,12 +69,15 @@ NODE_PROBES_MAX = 96  # above this many candidates, the search ranks name scopes
 class QuantizeOptions:
     precision: str  # "fp16" | "int8"
     flavour: str = "trt"  # int8 only: "trt" (symmetric, for TensorRT) | "cpu" (ONNX Runtime's fast path)
-    method: str = "entropy"  # int8: "entropy" | "max" | "percentile"
+    method: str = DEFAULT_METHOD  # int8: "percentile" | "entropy" | "max" | "mse"
     calib: Path | None = None  # image folder, .npy/.npz, or None = the built-in calibration photos
     calib_limit: int | None = None
     exclude: tuple[str, ...] = ()  # node names, globs over names, or op types kept in float
     spec_exclusions: bool = True  # int8: also keep the variant's own sensitive layers (spec.int8_keep_float)
-    auto_exclude: float | None = None  # target cosine for the per-layer sensitivity search
+    auto_exclude: float | None = None  # target of the per-layer sensitivity search, on auto_exclude_metric
+    auto_exclude_metric: str = "cosine"  # "cosine" | "top1" (agreement with FP32 on calibration samples)
+    bias_correction: bool = True  # int8: empirical bias correction on the calibration data (exporter.ptq)
+    fallback: str = "fp16"  # int8 trt flavour: the precision of the layers kept out of INT8 ("fp16" | "fp32")
     # int8 cpu flavour: 7-bit weights, for x86 CPUs without VNNI; None = decide for this machine
     # (exporter.targets).
     reduce_range: bool | None = None
@@ -185,19 +200,26 @@ def _int8_graph(fp32_onnx: Path, staged: Path, options: QuantizeOptions, calib: 
     skipped = f", {len(calib.skipped)} unreadable skipped" if calib.skipped else ""
     record(StageLog("calibrate", True, time.perf_counter() - t, f"{options.method}, {len(calib.batch)} samples"
                     f"{skipped}, " + ("cache hit" if cache.hit else "ranges cached")))
+    source = Int8Source(fp32_onnx, functools.partial(_qdq, ranges=cache.path, options=options), calib.batch,
+                        tmp, options.bias_correction)
     auto = None
     if options.auto_exclude is not None:
         t = time.perf_counter()
-        auto = auto_exclusions(fp32_onnx, cache.path, options, excluded, calib, tmp)
+        auto = auto_exclusions(fp32_onnx, source, options, excluded, calib, tmp)
         excluded += tuple(auto["excluded"])
         record(StageLog("auto-exclude", True, time.perf_counter() - t,
-                        f"{len(auto['excluded'])} layers kept in float for cosine ≥ {options.auto_exclude}"))
+                        f"{len(auto['excluded'])} layers kept in float for {options.auto_exclude_metric} "
+                        f"≥ {options.auto_exclude}"))
     t = time.perf_counter()
-    qdq = qdq_from_onnx(fp32_onnx, staged, cache.path, options.flavour, options.method, excluded, options.reduce_range)
+    fallback = fp16_fallback(options, excluded)
+    qdq = source.quantize(excluded, tmp / "fp32-fallback.onnx" if fallback else staged)
+    islands = fp16_islands(qdq.path, staged, excluded) if fallback else None
+    correction = source.correction
     weights_q = weight_quantization(onnx.load(str(staged), load_external_data=False))
     record(StageLog("qdq", True, time.perf_counter() - t,
                     f"{options.flavour}: {len(qdq.quantized_nodes) if options.flavour == 'trt' else 'all'} "
-                    f"quantizable nodes, {len(excluded)} kept in float"))
+                    f"quantizable nodes, {len(excluded)} kept in {'float16' if fallback else 'float'}"
+                    + (f", {correction.layers} biases corrected" if correction else "")))
     stem = staged.name.split(".")[0]
     trt_cache = (write_trt_calibration_cache(amax_from_ranges(cache.path), tmp / f"{stem}.int8.calib")
                  if options.flavour == "trt" else None)
@@ -205,8 +227,31 @@ def _int8_graph(fp32_onnx: Path, staged: Path, options: QuantizeOptions, calib: 
                "weight_bits": 7 if options.reduce_range else 8,
                "measured_with": "Q/DQ run as written (TensorRT's arithmetic)" if options.flavour == "trt"
                else "ONNX Runtime's integer kernels on this CPU",
+               "float_fallback": _fallback_manifest(options, excluded, islands),
+               "constants_to_initializers": list(source.constants),
+               "bias_correction": correction.to_dict() if correction else None,
                "auto_exclude": auto}
     return _Converted(details, _calibration_manifest(calib, cache, options, trt_cache), excluded, cache.hit, trt_cache)
+
+
+def fp16_fallback(options: QuantizeOptions, excluded: tuple[str, ...]) -> bool:
+    """Whether the layers kept out of INT8 compute in float16: the trt flavour's default (a strongly
+    typed TensorRT build runs a layer in its ONNX precision; FP32 there would be slow for no gain
+    over FP16). The cpu flavour's stay float32: ONNX Runtime's CPU kernels compute float16 by
+    casting to float32 anyway."""
+    return bool(excluded) and options.flavour == "trt" and options.fallback == "fp16"
+
+
+def _fallback_manifest(options: QuantizeOptions, excluded: tuple[str, ...], islands: Fp16Result | None) -> dict:
+    if islands is None:
+        return {"precision": "fp32" if excluded else None, "fp16_nodes": [], "fp32_nodes": list(excluded), "casts": 0}
+    kept_fp32 = set(islands.fp32_nodes)
+    return {"precision": "fp16", "fp16_nodes": [n for n in excluded if n not in kept_fp32],
+            "fp32_nodes": [n for n in excluded if n in kept_fp32], "casts": islands.casts}
+
+
+def _qdq(src: Path, dst: Path, excluded: tuple[str, ...], ranges: Path, options: QuantizeOptions) -> QdqResult:
+    return qdq_from_onnx(src, dst, ranges, options.flavour, options.method, excluded, options.reduce_range)
 
 
 def check_quantize_options(options: QuantizeOptions) -> None:
@@ -219,13 +264,36 @@ def check_quantize_options(options: QuantizeOptions) -> None:
         raise BBExportError(f"unknown calibration method {options.method!r} (expected {', '.join(METHODS)})")
     if options.precision == "fp16" and (options.auto_exclude is not None or options.calib is not None):
         raise BBExportError("--auto-exclude and --calib apply to INT8 only (FP16 needs no calibration)")
+    if options.fallback not in FALLBACKS:
+        raise BBExportError(f"unknown fallback precision {options.fallback!r} (expected {', '.join(FALLBACKS)})")
+    if options.auto_exclude_metric not in SEARCH_METRICS:
+        raise BBExportError(f"--auto-exclude: unknown metric {options.auto_exclude_metric!r} "
+                            f"(expected {', '.join(SEARCH_METRICS)})")
     if options.auto_exclude is not None and not 0 < options.auto_exclude <= 1:
-        raise BBExportError(f"--auto-exclude takes a target cosine in (0, 1], got {options.auto_exclude}")
+        raise BBExportError(f"--auto-exclude takes a target in (0, 1], got {options.auto_exclude}")
 
 
-def auto_exclusions(fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fixed: tuple[str, ...],
+def parse_search_target(text: str) -> tuple[str, float]:
+    """``--auto-exclude``'s TARGET: ``0.995`` or ``cosine=0.995`` (cosine to FP32), ``top1=0.95``
+    (top-1 agreement with FP32); both on calibration samples. A bad value is a one-line error."""
+    metric, sep, value = text.strip().rpartition("=")
+    metric = metric.strip().lower() if sep else "cosine"
+    usage = "expected COS, cosine=COS or top1=AGREEMENT with a value in (0, 1], e.g. top1=0.95"
+    if metric not in SEARCH_METRICS:
+        raise BBExportError(f"--auto-exclude {text!r}: unknown metric {metric!r}; {usage}")
+    try:
+        target = float(value)
+    except ValueError:
+        raise BBExportError(f"--auto-exclude {text!r}: {value.strip()!r} is not a number; {usage}") from None
+    if not 0 < target <= 1:
+        raise BBExportError(f"--auto-exclude {text!r}: {target:g} is outside (0, 1]; {usage}")
+    return metric, target
+
+
+def auto_exclusions(fp32_onnx: Path, source: Int8Source, options: QuantizeOptions, fixed: tuple[str, ...],
                     calib: CalibrationSet, tmp: Path) -> dict:
-    """Keep the most sensitive layers in float until the INT8 model's cosine to FP32 reaches the target.
+    """Keep the most sensitive layers in float until the INT8 model reaches the target on the calibration
+    samples: a cosine to FP32, or a top-1 agreement with it (``options.auto_exclude_metric``).
 
     A layer's sensitivity is the cosine lost when it alone is quantized. The graph is quantized
     once; each probe edits that graph (:func:`without_quantization`) rather than re-quantizing,
@@ -234,27 +302,29 @@ def auto_exclusions(fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fix
     first, and only the nodes of the kept scopes are probed one by one. The
     count is then confirmed on a real re-quantization, or searched for by bisection on them.
     The search measures on calibration samples against the FP32 ONNX, so the held-out photos stay
-    unseen until validation.
+    unseen until validation: the ranking on ``SENSITIVITY_SAMPLES`` of them (cosine is smooth), a
+    top-1 target on up to ``TOP1_SEARCH_SAMPLES`` (agreement over 8 samples moves in steps of 1/8).
     """
-    search = _SensitivitySearch(fp32_onnx, ranges, options, fixed, calib.batch[:SENSITIVITY_SAMPLES], tmp)
-    start = search.cosine_of(search.quantize(fixed, tmp / "quantized.onnx"))
-    result = {"target": options.auto_exclude, "cosine_before": start, "cosine_after": start, "excluded": [],
-              "sensitivity": {}}
-    if start >= options.auto_exclude:
+    search = _SensitivitySearch(fp32_onnx, source, options, fixed, calib.batch, tmp)
+    start = search.target_of(search.quantize(fixed, tmp / "quantized.onnx"))
+    target = options.auto_exclude
+    result = {"metric": options.auto_exclude_metric, "target": target, "before": start, "after": start,
+              "excluded": [], "sensitivity": {}}
+    if start >= target:
         return result | {"probes": search.probes}
     units, order = search.ranking(onnx.load(str(tmp / "quantized.onnx")))
     count = search.shortest_prefix(lambda k: search.edited(members_of(units, order[:k])), 1, len(order))
     order += [label for label in units if label not in order]  # scopes left quantized, in rank order
-    requantized_cosine = functools.cache(lambda k: search.requantized(fixed + members_of(units, order[:k])))
+    requantized = functools.cache(lambda k: search.requantized(fixed + members_of(units, order[:k])))
     # ORT keeps an excluded layer's input quantized where another consumer shares it: the published
     # graph can be short of the edited estimate, so the count is confirmed, or searched, on it.
-    if requantized_cosine(count) < options.auto_exclude:
-        count = search.shortest_prefix(requantized_cosine, count + 1, len(order))
-    chosen, cosine = members_of(units, order[:count]), requantized_cosine(count)
-    if cosine < options.auto_exclude:
-        raise ValidationFailed(f"--auto-exclude {options.auto_exclude}: cosine only {cosine:.6f} with every "
-                               f"quantizable layer kept in float")
-    return result | {"cosine_after": cosine, "excluded": list(chosen), "probes": search.probes,
+    if requantized(count) < target:
+        count = search.shortest_prefix(requantized, count + 1, len(order))
+    chosen, reached = members_of(units, order[:count]), requantized(count)
+    if reached < target:
+        raise ValidationFailed(f"--auto-exclude {options.auto_exclude_metric}={target}: only {reached:.6f} with "
+                               f"every quantizable layer kept in float")
+    return result | {"after": reached, "excluded": list(chosen), "probes": search.probes,
                      "sensitivity": {label: round(value, 8) for label, value in
                                      sorted(search.sensitivity.items(), key=lambda item: -item[1])}}
 
@@ -262,36 +332,46 @@ def auto_exclusions(fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fix
 class _SensitivitySearch:
     """The state of one ``--auto-exclude`` search: the samples, their FP32 outputs and the probes run."""
 
-    def __init__(self, fp32_onnx: Path, ranges: Path, options: QuantizeOptions, fixed: tuple[str, ...],
-                 samples, tmp: Path):
-        self.fp32_onnx, self.ranges, self.options, self.fixed, self.tmp = fp32_onnx, ranges, options, fixed, tmp
-        self.samples = samples
-        self.reference = OrtRunner(fp32_onnx).infer(samples)
-        self.fp32_graph = onnx.load(str(fp32_onnx))
+    def __init__(self, fp32_onnx: Path, source: Int8Source, options: QuantizeOptions, fixed: tuple[str, ...],
+                 batch, tmp: Path):
+        self.source, self.options, self.fixed, self.tmp = source, options, fixed, tmp
+        reference = OrtRunner(fp32_onnx)
+        self.rank_samples = batch[:SENSITIVITY_SAMPLES]
+        self.target_samples = batch[:TOP1_SEARCH_SAMPLES] if options.auto_exclude_metric == "top1" \
+            else self.rank_samples
+        self.rank_reference = reference.infer(self.rank_samples)
+        self.target_reference = reference.infer(self.target_samples)
+        self.fp32_graph = onnx.load(str(source.graph_for(fixed)))  # what the edited probes take float weights from
         self.probes = 0
         self.sensitivity: dict[str, float] = {}
         self.edited = functools.cache(self._edited)
 
-    def cosine_of(self, path: Path) -> float:
+    def measured(self, path: Path, ranking: bool) -> float:
+        """The ranking's cosine (``ranking``) or the target's metric of the INT8 graph at ``path``."""
         self.probes += 1
-        return drift(self.reference, int8_runner(path, self.options.flavour).infer(self.samples)).cosine
+        samples, reference = ((self.rank_samples, self.rank_reference) if ranking
+                              else (self.target_samples, self.target_reference))
+        d = drift(reference, int8_runner(path, self.options.flavour).infer(samples))
+        return d.top1_agreement if not ranking and self.options.auto_exclude_metric == "top1" else d.cosine
+
+    def target_of(self, path: Path) -> float:
+        return self.measured(path, ranking=False)
 
     def quantize(self, excluded: tuple[str, ...], path: Path) -> Path:
-        return qdq_from_onnx(self.fp32_onnx, path, self.ranges, self.options.flavour, self.options.method, excluded,
-                             self.options.reduce_range).path
+        return self.source.quantize(excluded, path).path
 
     def requantized(self, excluded: tuple[str, ...]) -> float:
-        return self.cosine_of(self.quantize(excluded, self.tmp / "probe.onnx"))
+        return self.target_of(self.quantize(excluded, self.tmp / "probe.onnx"))
 
-    def _edited(self, float_nodes: tuple[str, ...]) -> float:
+    def _edited(self, float_nodes: tuple[str, ...], ranking: bool = False) -> float:
         onnx.save(without_quantization(self.quantized, self.fp32_graph, float_nodes), str(self.tmp / "probe.onnx"))
-        return self.cosine_of(self.tmp / "probe.onnx")
+        return self.measured(self.tmp / "probe.onnx", ranking)
 
     def ranked(self, units: dict[str, tuple[str, ...]]) -> list[str]:
         """Units (one node, or a scope's nodes) by the cosine lost when each alone is quantized."""
         for label, nodes in units.items():
             alone = set(nodes)
-            self.sensitivity[label] = 1.0 - self.edited(tuple(c for c in self.candidates if c not in alone))
+            self.sensitivity[label] = 1.0 - self.edited(tuple(c for c in self.candidates if c not in alone), True)
         return sorted(units, key=lambda label: -self.sensitivity[label])
 
     def shortest_prefix(self, cosine_of_prefix, low: int, high: int) -> int:
@@ -374,14 +454,16 @@ def _manifest(subject: Subject, options: QuantizeOptions, inputs: dict, fp32: Ex
 
 def drift_rows(report: ValidationReport) -> list[tuple]:
     """Rows for the console's drift table: top-1 marked where it is not meaningful."""
+    from .budget import top1_meaningful
     from .validate import top1_text
 
     rows = []
     for set_name, d in report.drift.items():
         top1 = top1_text(d)
         rows.append((set_name, d.samples, f"{d.max_abs:.2e}", f"{d.rel_l2:.2e}", f"{d.cosine:.6f}", f"{d.kl:.2e}",
-                     top1, f"{d.top5_agreement:.0%}"))
+                     top1, f"{d.top5_agreement:.0%}",
+                     f"{d.top5_containment:.0%}" + ("" if top1_meaningful(d) else " (not meaningful)")))
     return rows
 
 
-DRIFT_HEADERS = ("inputs", "n", "max abs", "rel L2", "cosine", "KL", "top-1", "top-5")
+DRIFT_HEADERS = ("inputs", "n", "max abs", "rel L2", "cosine", "KL", "top-1", "top-5", "top-1 in top-5")

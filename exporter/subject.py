@@ -25,7 +25,7 @@ from model_defs import ModelSpec, spec_with_size
 from .budget import Budget, BudgetTable, load_budget
 from .runners import TorchRunner
 from .validate import ValidationReport, validate_against, validation_inputs
-from .weights import ModelSource, WeightsSource, build_model, model_source
+from .weights import LIVE_BRANCHES, ModelSource, WeightsSource, build_model, model_source
 
 
 @dataclass(frozen=True)
@@ -71,19 +71,21 @@ class Subject:
     def identity(self) -> dict:
         """What decides the network and its weights, as artifact manifests record it for reuse."""
         weights = ({"kind": "checkpoint", "sha256": self.weights.sha256} if self.weights.kind == "checkpoint"
-                   else {"kind": "random", "seed": self.seed})
+                   else {"kind": "random", "seed": self.seed, "live_branches": self.weights.live_branches})
         return {"model": self.spec.to_dict(), "definition": self.source.definition, "weights": weights}
 
-    def matches(self, img_size, weights: Path | None, seed: int) -> bool:
-        """Whether export options ask for this subject: same size, same checkpoint file (or none), same seed."""
+    def matches(self, img_size, weights: Path | None, seed: int, live_branches: bool = LIVE_BRANCHES) -> bool:
+        """Whether export options ask for this subject: same size, same checkpoint file (or none), same seed
+        and branch initialisation."""
         wanted = spec_with_size(self.source.spec, img_size).input_size
         same_weights = (None if weights is None else Path(weights).resolve()) == (
             None if self.weights_path is None else self.weights_path.resolve())
-        return wanted == self.spec.input_size and same_weights and (weights is not None or seed == self.seed)
+        same_random = seed == self.seed and live_branches == self.weights.live_branches
+        return wanted == self.spec.input_size and same_weights and (weights is not None or same_random)
 
 
 def subject_for(name: str, img_size: int | tuple[int, int] | None = None, weights: Path | None = None, seed: int = 0,
-                budget_file: Path | None = None) -> Subject:
+                budget_file: Path | None = None, live_branches: bool = LIVE_BRANCHES) -> Subject:
     """The subject of ``name`` (a registered variant, ``timm:NAME`` or ``torchvision:NAME``).
 
     Every input is checked before the network is built: the budget table, the size, the weights file.
@@ -91,7 +93,7 @@ def subject_for(name: str, img_size: int | tuple[int, int] | None = None, weight
     budgets = load_budget(budget_file)
     source = model_source(name)
     spec = spec_with_size(source.spec, img_size)
-    model, loaded = build_model(source, weights, seed, spec=spec)
+    model, loaded = build_model(source, weights, seed, spec=spec, live_branches=live_branches)
     return Subject(source, spec, model, loaded, Path(weights) if weights is not None else None, seed,
                    validation_inputs(spec, seed=seed), budgets)
 

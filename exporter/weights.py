@@ -13,11 +13,14 @@ import torch
 from torch import nn
 
 from bbruntime.errors import WeightsError, first_line
-from calibration.batchnorm import recalibrate_batchnorm
+from calibration.batchnorm import recalibrate_batchnorm, revive_residual_norms
 from model_defs import ModelSpec, create_model, definition_sha256, get_entry
 from model_defs._registry import Remap
 
 from .artifacts import sha256_file
+
+# Random weights: revive the residual branches' zero-initialised norms (calibration.batchnorm) by default.
+LIVE_BRANCHES = False
 
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module", "net")
 _PREFIXES = ("module.", "model.", "_orig_mod.")
@@ -32,11 +35,14 @@ class WeightsSource:
     path: str | None = None
     sha256: str | None = None
     bn_recalibrated: bool = False
+    live_branches: bool = False  # random weights: residual branches' zero-initialised norms set to 1
+    revived_norms: int = 0
 
     def describe(self) -> str:
         if self.kind == "checkpoint":
             return f"checkpoint {Path(self.path).name} (sha256 {self.sha256[:12]})"
-        return f"random (seed {self.seed}{', BN-recalibrated' if self.bn_recalibrated else ''})"
+        return (f"random (seed {self.seed}{', BN-recalibrated' if self.bn_recalibrated else ''}"
+                f"{f', {self.revived_norms} branch norms revived' if self.revived_norms else ''})")
 
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")  # read by torch.load(weights_only=True)
@@ -136,9 +142,10 @@ def model_source(name: str) -> ModelSource:
 
 
 def build_model(source: str | ModelSource, weights: Path | None = None, seed: int = 0, spec: ModelSpec | None = None,
-                recalibrate_bn: bool = True) -> tuple[nn.Module, WeightsSource]:
+                recalibrate_bn: bool = True, live_branches: bool = LIVE_BRANCHES) -> tuple[nn.Module, WeightsSource]:
     """The network in eval mode, at ``spec``'s input size: a checkpoint loaded strictly, or seeded
-    random weights whose BatchNorm statistics are re-estimated on the calibration photos.
+    random weights whose BatchNorm statistics are re-estimated on the calibration photos (after the
+    residual branches' zero-initialised norms are revived, with ``live_branches``).
 
     Models whose weights depend on the resolution (position embeddings, attention masks) define
     ``set_input_size(hw)``; it runs after the weights are loaded, so a checkpoint trained at the
@@ -152,6 +159,8 @@ def build_model(source: str | ModelSource, weights: Path | None = None, seed: in
     if spec.input_size[1:] != source.spec.input_size[1:] and hasattr(model, "set_input_size"):
         model.set_input_size(spec.input_size[1:])
     if loaded is None:
+        revived = revive_residual_norms(model) if live_branches else 0
         recalibrated = recalibrate_bn and recalibrate_batchnorm(model, spec)
-        loaded = WeightsSource(kind="random", seed=seed, bn_recalibrated=recalibrated)
+        loaded = WeightsSource(kind="random", seed=seed, bn_recalibrated=recalibrated, live_branches=live_branches,
+                               revived_norms=revived)
     return model.eval(), loaded

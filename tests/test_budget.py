@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from bbruntime import metrics
 from bbruntime.errors import BBExportError
 from bbruntime.metrics import Drift
-from exporter.budget import Budget, check_budget, load_budget
+from exporter.budget import Budget, check_budget, load_budget, top1_meaningful
 from exporter.cli import cli
 
 HEADER = "match,precision,max_rel_abs,min_cosine,min_top1\n"
@@ -51,7 +54,7 @@ def test_default_budget_matches_the_precision_issue() -> None:
     assert budgets.budget("resnet18", "resnet", "fp32").min_top1 == 1.0
     assert budgets.budget("resnet18", "resnet", "fp16").min_cosine == 0.999
     int8 = budgets.budget("resnet18", "resnet", "int8")
-    assert (int8.min_cosine, int8.min_top1, int8.input_sets) == (0.98, 0.95, ("photos",))
+    assert (int8.min_cosine, int8.min_top1, int8.min_top5, int8.input_sets) == (0.98, 0.95, 0.99, ("photos",))
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -80,3 +83,28 @@ def test_a_family_row_changes_the_quantize_verdict(tmp_path: Path) -> None:
     other = tmp_path / "other.csv"
     other.write_text(f"{HEADER}*,fp32,0.001,,1.0\nghostnet,fp16,,0.99999999,\n")  # another family's row
     assert CliRunner().invoke(cli, [*command, "--budget", str(other)]).exit_code == 0
+
+
+def test_top5_containment_is_held_where_top1_is() -> None:
+    """The int8 row's min_top5 (0.99): the FP32 top-1 among the INT8 five best, held only where top-1
+    means something, like top-1 itself; a table without the column still loads, the check off."""
+    reference = np.zeros((20, 10))
+    reference[np.arange(20), np.arange(20) % 10] = 5.0  # 10 classes, confident
+    demoted = reference.copy()
+    demoted[:2] = -demoted[:2]  # two samples: the reference's top-1 becomes the candidate's last
+    measured = metrics.drift(reference, demoted)
+    assert measured.top5_containment == 0.9 and metrics.drift(reference, reference).top5_containment == 1.0
+    int8 = load_budget().budget("resnet18", "resnet", "int8")
+    assert int8.min_top5 == 0.99
+    assert "photos: top-5 containment 90.0% < 99%" in check_budget(int8, {"photos": measured})
+    one_class = metrics.drift(np.tile(reference[:1], (20, 1)), np.tile(demoted[:1], (20, 1)))
+    assert one_class.top5_containment == 0.0
+    assert not any("top-5" in miss for miss in check_budget(int8, {"photos": one_class}))  # not meaningful
+
+
+def test_a_crop_set_of_few_photos_can_make_top1_meaningful() -> None:
+    """110 crops of 10 photos cannot name 55 classes; 10 distinct confident classes are enough."""
+    few = drift(0.999, 1.0, classes=12, margin=0.3)
+    assert top1_meaningful(replace(few, samples=110, classes=1000))
+    assert not top1_meaningful(replace(few, samples=110, classes=1000, reference_classes=9))
+    assert not top1_meaningful(replace(few, samples=10, classes=1000, reference_classes=4))  # 10 photos: 5 needed

@@ -111,3 +111,25 @@ def test_a_subject_is_built_once_per_command(tmp_path, monkeypatch) -> None:
     outcome = quantize_model(subject, QuantizeOptions("fp16"), export)
     assert outcome.fp32.manifest["weights"]["bn_recalibrated"] and outcome.validation.passed
 
+
+
+@pytest.mark.parametrize("name, zeroed", [("resnet18", "layer1.0.bn2"), ("mobilenetv2_100", "blocks.1.1.bn3")])
+def test_live_branches_revive_the_zero_initialised_branch_norms(name, zeroed) -> None:
+    """ResNet and MBConv zero-init each residual branch's last norm: random weights then test little.
+    With live branches those norms start at 1 and BN re-estimation scales the branches like the rest."""
+    dead, dead_source = build_model(name, seed=0, recalibrate_bn=False, live_branches=False)
+    live, live_source = build_model(name, seed=0, recalibrate_bn=False, live_branches=True)
+    assert not dict(dead.named_modules())[zeroed].weight.any()
+    assert bool((dict(live.named_modules())[zeroed].weight == 1).all())
+    assert dead_source.revived_norms == 0 and live_source.revived_norms > 0 and live_source.live_branches
+    assert "branch norms revived" in live_source.describe()
+    untouched = [k for k, v in dead.state_dict().items() if "bn" not in k and not torch.equal(v, live.state_dict()[k])]
+    assert untouched == []  # only the norms change: the same seeded convolutions
+
+
+def test_live_branches_are_part_of_a_random_subject_identity() -> None:
+    from exporter.subject import subject_for
+
+    dead, live = subject_for("resnet18", 64, live_branches=False), subject_for("resnet18", 64, live_branches=True)
+    assert dead.identity()["weights"] != live.identity()["weights"]
+    assert not dead.matches(64, None, 0, live_branches=True) and live.matches(64, None, 0, live_branches=True)

@@ -30,6 +30,7 @@ def display_columns() -> list[tuple[str, Callable[[Row], str]]]:
         ("Cosine", lambda r: "reference" if r.cosine is None else f"{r.cosine:.6f}"),
         ("Top-1", _top1_cell),
         ("Top-5", num("top5", ".0%")),
+        ("Top-1 in top-5", _top5_containment_cell),
         ("Budget", _budget_cell),
         ("Size", lambda r: "—" if r.artifact_bytes is None else human_size(r.artifact_bytes)),
         ("Params", lambda r: f"{r.params / 1e6:.2f}M"),
@@ -42,6 +43,13 @@ def _top1_cell(row: Row) -> str:
         return "—"
     return format_top1(row.top1, row.top1_meaningful, row.top1_confident, row.confident_samples,
                        row.drift_samples, not_meaningful=" (n/m)")
+
+
+def _top5_containment_cell(row: Row) -> str:
+    """Held and shown like top-1: "(n/m)" where the FP32 top-1s mean nothing (random weights)."""
+    if row.top5_containment is None:
+        return "—"
+    return f"{row.top5_containment:.0%}" + ("" if row.top1_meaningful else " (n/m)")
 
 
 def _budget_cell(row: Row) -> str:

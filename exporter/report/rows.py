@@ -49,10 +49,12 @@ class Row:
     top1_meaningful: bool | None = None
     top1_confident: float | None = None
     confident_samples: int | None = None
-    top5: float | None = None
+    top5: float | None = None  # the five best classes equal as a set
+    top5_containment: float | None = None  # the FP32 top-1 among the five best
     drift_samples: int | None = None
     budget_min_cosine: float | None = None
     budget_min_top1: float | None = None
+    budget_min_top5: float | None = None
     budget_pass: bool | None = None
     budget_misses: str = ""
     artifact: str = ""

@@ -22,11 +22,12 @@ from model_defs import count_macs, spec_with_size
 
 from ..artifacts import artifact_bytes, publish, staging_dir
 from ..budget import PRECISIONS, load_budget, top1_meaningful
+from ..calib_cache import DEFAULT_METHOD
 from ..pipeline import ExportOptions, export_onnx
 from ..runners import TorchRunner, set_torch_threads
 from ..subject import Subject, subject_for
 from ..validate import ValidationReport, validate_against
-from ..weights import model_source
+from ..weights import LIVE_BRANCHES, model_source
 from .machine import machine_info
 from .rows import BACKEND_ORDER, Failure, Report, Row, label
 
@@ -55,7 +56,7 @@ def fp32_artifact(subject: Subject, export: ExportOptions, log=None) -> Artifact
 
 
 def quantized_artifact(subject: Subject, precision: str, flavour: str, export: ExportOptions,
-                       method: str = "entropy", log=None) -> Artifact:
+                       method: str = DEFAULT_METHOD, log=None) -> Artifact:
     """The FP16 or INT8 ONNX of ``subject`` from the precision stage (reused while its inputs hold),
     published with its verdict even when it misses the budget: the report shows the miss."""
     from ..quantize import QuantizeOptions, quantize_model
@@ -76,9 +77,10 @@ class ReportOptions:
     artifacts: Path = Path("artifacts")
     weights: Mapping[str, Path] = field(default_factory=dict)  # model -> checkpoint
     seed: int = 0
+    live_branches: bool = LIVE_BRANCHES  # random weights: residual branches' zero-initialised norms revived
     budget_file: Path | None = None  # None: exporter/drift_budget.csv
     cuda_graph: bool = False  # TensorRT rows replay a captured CUDA graph
-    int8_method: str = "entropy"  # calibration method of the precision stage (entropy, max, percentile)
+    int8_method: str = DEFAULT_METHOD  # calibration method of the precision stage (exporter.calib_cache.METHODS)
     int8_flavours: tuple[str, ...] | None = None  # INT8 flavours ONNX Runtime runs; None: its own ("cpu")
 
     def __post_init__(self) -> None:
@@ -175,10 +177,12 @@ def _model_rows(name: str, options: ReportOptions, backends: tuple[str, ...], st
     """Every row of one model: its subject is built once, every precision and backend measured from it."""
     try:
         stage("build PyTorch model")
-        subject = subject_for(name, options.img_size, options.weights.get(name), options.seed, options.budget_file)
+        subject = subject_for(name, options.img_size, options.weights.get(name), options.seed, options.budget_file,
+                              options.live_branches)
         export = ExportOptions(img_size=options.img_size, dynamic_batch=subject.spec.dynamic_batch
                                and max(options.batches) > 1, weights=options.weights.get(name),
-                               out=Path(options.artifacts), seed=options.seed, budget=options.budget_file)
+                               out=Path(options.artifacts), seed=options.seed, budget=options.budget_file,
+                               live_branches=options.live_branches)
         stage("export fp32")
         fp32 = fp32_artifact(subject, export, log=lambda entry: stage(f"{entry.stage} {'✓' if entry.ok else '✗'}"))
     except Exception as e:  # noqa: BLE001 - one model's failure is recorded; the run goes on
@@ -293,9 +297,11 @@ def _row(base: dict, precision: str, flavour: str, backend: str, timing: Timing,
     measured = {} if drift is None else {
         "max_abs": drift.max_abs, "mean_abs": drift.mean_abs, "cosine": drift.cosine, "top1": drift.top1_agreement,
         "top1_meaningful": top1_meaningful(drift), "top1_confident": drift.confident_top1_agreement,
-        "confident_samples": drift.confident_samples, "top5": drift.top5_agreement, "drift_samples": drift.samples}
+        "confident_samples": drift.confident_samples, "top5": drift.top5_agreement,
+        "top5_containment": drift.top5_containment, "drift_samples": drift.samples}
     verdict = {} if validation is None else {
-        "budget_min_cosine": budget.min_cosine, "budget_min_top1": budget.min_top1, "budget_pass": validation.passed,
+        "budget_min_cosine": budget.min_cosine, "budget_min_top1": budget.min_top1,
+        "budget_min_top5": budget.min_top5, "budget_pass": validation.passed,
         "budget_misses": "; ".join(validation.failures)}
     stored = {} if artifact is None else {
         "artifact": str(artifact.path), "artifact_bytes": artifact_bytes(artifact.path), "reused": artifact.reused}
