@@ -118,8 +118,8 @@ def _quantization_options(func):
         click.option("--calib", type=click.Path(path_type=Path),
                      help="Calibration images (folder, recursive) or tensors (.npy/.npz); default: built-in photos."),
         click.option("--calib-limit", type=click.IntRange(1), help="Calibrate on a seeded subset of N samples."),
-        click.option("--method", type=click.Choice(["percentile", "entropy", "max", "mse"]), default="percentile",
-                     show_default=True, help="INT8 calibration method."),
+        click.option("--method", type=click.Choice(["percentile", "entropy", "max", "mse"]),
+                     help="INT8 calibration method (default: percentile for a checkpoint, entropy for random weights)."),
         click.option("--exclude", multiple=True, metavar="PAT",
                      help="Keep nodes in float: a node name, a glob over names or an op type (repeatable)."),
         click.option("--auto-exclude", callback=_search_target, metavar="[cosine=|top1=]X",
@@ -235,8 +235,8 @@ def _csv_list(kind: type = str):
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random weights.")
 @BRANCHES_OPTION
-@click.option("--int8-method", type=click.Choice(["percentile", "entropy", "max", "mse"]), default="percentile",
-              show_default=True, help="INT8 calibration method.")
+@click.option("--int8-method", type=click.Choice(["percentile", "entropy", "max", "mse"]),
+              help="INT8 calibration method (default: percentile for a checkpoint, entropy for random weights).")
 @click.option("--int8-flavours", callback=_csv_list(), metavar="cpu,trt",
               help="INT8 flavours ONNX Runtime runs (default: cpu; add trt for the TensorRT graph's drift on "
                    "this CPU, Q/DQ run as written).")

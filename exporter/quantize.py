@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,11 +25,11 @@ from calibration.data import CalibrationSet, load_calibration
 from .artifacts import artifact_bytes, publish, sha256_file, staging_dir, write_json
 from .budget import PRECISIONS
 from .calib_cache import (
-    DEFAULT_METHOD,
     FLAVOURS,
     METHODS,
     amax_from_ranges,
     calibrated_ranges,
+    default_method,
     write_trt_calibration_cache,
 )
 from .fp16 import KEEP_FP32_OPS, Fp16Result, fp16_from_onnx, fp16_islands
@@ -69,7 +69,8 @@ NODE_PROBES_MAX = 96  # above this many candidates, the search ranks name scopes
 class QuantizeOptions:
     precision: str  # "fp16" | "int8"
     flavour: str = "trt"  # int8 only: "trt" (symmetric, for TensorRT) | "cpu" (ONNX Runtime's fast path)
-    method: str = DEFAULT_METHOD  # int8: "percentile" | "entropy" | "max" | "mse"
+    # int8: "percentile" | "entropy" | "max" | "mse"; None: calib_cache.default_method for the weights
+    method: str | None = None
     calib: Path | None = None  # image folder, .npy/.npz, or None = the built-in calibration photos
     calib_limit: int | None = None
     exclude: tuple[str, ...] = ()  # node names, globs over names, or op types kept in float
@@ -131,6 +132,8 @@ def quantize_model(model: str | Subject, options: QuantizeOptions, export: Expor
             log(entry)
 
     subject = subject_of(model, export)
+    if options.precision == "int8" and options.method is None:  # resolved first: manifests and reuse keys hold it
+        options = replace(options, method=default_method(trained=subject.weights.kind == "checkpoint"))
     calib = (load_calibration(options.calib, subject.spec, options.calib_limit, export.seed)
              if options.precision == "int8" else None)  # a bad --calib fails before any export work
     fp32 = export_onnx(subject, export, log=record, keep_misses=keep_misses)
@@ -260,7 +263,7 @@ def check_quantize_options(options: QuantizeOptions) -> None:
         raise BBExportError(f"unknown precision {options.precision!r} (expected {', '.join(QUANTIZED_PRECISIONS)})")
     if options.precision == "int8" and options.flavour not in FLAVOURS:
         raise BBExportError(f"unknown INT8 flavour {options.flavour!r} (expected {', '.join(FLAVOURS)})")
-    if options.precision == "int8" and options.method not in METHODS:
+    if options.precision == "int8" and options.method not in (None, *METHODS):
         raise BBExportError(f"unknown calibration method {options.method!r} (expected {', '.join(METHODS)})")
     if options.precision == "fp16" and (options.auto_exclude is not None or options.calib is not None):
         raise BBExportError("--auto-exclude and --calib apply to INT8 only (FP16 needs no calibration)")

@@ -120,9 +120,9 @@ DEFAULT_OPTION_CASES += [("efficientnetv2_s", "fp16"), ("efficientnetv2_s", "int
 @pytest.mark.slow
 @pytest.mark.parametrize("model, label", DEFAULT_OPTION_CASES)
 def test_default_options_meet_the_budget_on_bn_recalibrated_weights(export, model, label):
-    """The issue's four drift cases (ResNet-18 above): default method (percentile) and bias correction,
-    built-in calibration photos (a seeded 8 of the 22 views: CI time), held-out photos. Random
-    weights: a smoke test of the path, top-1 not meaningful."""
+    """The issue's four drift cases (ResNet-18 above): default method (entropy, for random weights) and
+    bias correction, built-in calibration photos (a seeded 8 of the 22 views: CI time), held-out
+    photos. Random weights: a smoke test of the path, top-1 not meaningful."""
     outcome = quantize_model(model, replace(PRECISION_OPTIONS[label], calib_limit=8), export)
     assert outcome.validation.passed, outcome.validation.failures
     assert outcome.manifest["weights"]["bn_recalibrated"]
@@ -174,9 +174,10 @@ CROP_TEST_MIN_TOP1, CROP_TEST_MIN_COSINE = 0.90, 0.995
 
 @pytest.mark.slow
 def test_real_lite1_int8_keeps_top1_on_augmented_crops(lite_export, tmp_path):
-    """Real ImageNet Lite1, default INT8 (trt flavour, percentile ranges, bias correction), calibrated
-    on crops of other photos given as a .npy: top-1 agreement over every evaluation crop, not only the
-    confident ones, with cosine and top-5 containment (the FP32 top-1 within the INT8 five best)."""
+    """Real ImageNet Lite1, default INT8 (trt flavour; percentile ranges, a checkpoint's default; bias
+    correction), calibrated on crops of other photos given as a .npy: top-1 agreement over every
+    evaluation crop, not only the confident ones, with cosine and top-5 containment (the FP32 top-1
+    within the INT8 five best)."""
     export = lite_export("tf_efficientnet_lite1")
     subject = subject_of("tf_efficientnet_lite1", export)
     _, evaluation = crop_set(subject.spec, "evaluation", CROP_TEST_EVALUATION)
@@ -196,7 +197,7 @@ def test_manifest_records_sources_calibration_and_the_reused_fp32(int8_trt, int8
     assert manifest["weights"]["kind"] == "random" and manifest["weights"]["bn_recalibrated"]
     assert manifest["source"]["sha256"] == int8_trt.fp32.manifest["onnx"]["sha256"]
     calibration = manifest["calibration"]
-    assert calibration["method"] == "percentile" and calibration["flavour"] == "trt"
+    assert calibration["method"] == "entropy" and calibration["flavour"] == "trt"  # random weights' default
     assert len(calibration["data"]["sha256"]) == 64 and calibration["data"]["samples"] == 2 * len(CALIBRATION_PHOTOS)  # photos + mirrors
     assert not set(calibration["built_in_photos"]) & set(manifest["evaluation_photos"])
     assert manifest["validation"]["top1_meaningful"]["photos"] is False  # random ResNet-18: thin margins
@@ -210,7 +211,7 @@ def test_rerun_hits_the_calibration_cache_and_a_new_method_misses_it(export, int
     again = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt", exclude=("Gemm",)), export)
     assert not again.reused and again.calibration_cache_hit and again.manifest["calibration"]["cache"]["hit"]
     assert again.manifest["calibration"]["cache"]["key"] == int8_trt.manifest["calibration"]["cache"]["key"]
-    other = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt", method="entropy"), export)
+    other = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt", method="percentile"), export)
     assert not other.calibration_cache_hit
     assert other.manifest["calibration"]["cache"]["key"] != int8_trt.manifest["calibration"]["cache"]["key"]
 

@@ -22,7 +22,6 @@ from model_defs import count_macs, spec_with_size
 
 from ..artifacts import artifact_bytes, publish, staging_dir
 from ..budget import PRECISIONS, load_budget, top1_meaningful
-from ..calib_cache import DEFAULT_METHOD
 from ..pipeline import ExportOptions, export_onnx
 from ..runners import TorchRunner, set_torch_threads
 from ..subject import Subject, subject_for
@@ -56,7 +55,7 @@ def fp32_artifact(subject: Subject, export: ExportOptions, log=None) -> Artifact
 
 
 def quantized_artifact(subject: Subject, precision: str, flavour: str, export: ExportOptions,
-                       method: str = DEFAULT_METHOD, log=None) -> Artifact:
+                       method: str | None = None, log=None) -> Artifact:
     """The FP16 or INT8 ONNX of ``subject`` from the precision stage (reused while its inputs hold),
     published with its verdict even when it misses the budget: the report shows the miss."""
     from ..quantize import QuantizeOptions, quantize_model
@@ -80,7 +79,8 @@ class ReportOptions:
     live_branches: bool = LIVE_BRANCHES  # random weights: residual branches' zero-initialised norms revived
     budget_file: Path | None = None  # None: exporter/drift_budget.csv
     cuda_graph: bool = False  # TensorRT rows replay a captured CUDA graph
-    int8_method: str = DEFAULT_METHOD  # calibration method of the precision stage (exporter.calib_cache.METHODS)
+    # calibration method of the precision stage (exporter.calib_cache.METHODS); None: default_method for the weights
+    int8_method: str | None = None
     int8_flavours: tuple[str, ...] | None = None  # INT8 flavours ONNX Runtime runs; None: its own ("cpu")
 
     def __post_init__(self) -> None:
