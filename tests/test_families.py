@@ -18,13 +18,11 @@ from .conftest import (
     is_huge,
     randomize_norm_stats,
     reference_model,
+    smallest_of_family,
 )
 
 ALL = list_models()
 WITH_REFERENCE = [n for n in ALL if get_spec(n).reference]
-# Every family exports at least one variant in CI, however large.
-SMALLEST_OF_FAMILY = {min((n for n in ALL if get_spec(n).family == family), key=lambda n: model_stats(n).params)
-                      for family in {get_spec(n).family for n in ALL}}
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -71,7 +69,8 @@ def test_export_simplify_validate(name: str, tmp_path) -> None:
     """Every variant exports with a dynamic batch, and validation runs its 4 random inputs and 10
     photos as two batches: one graph, checked against PyTorch at batch sizes above 1."""
     spec = get_spec(name)
-    if model_stats(name).params > CI_EXPORT_MAX_PARAMS and name not in SMALLEST_OF_FAMILY:
+    # every family exports one variant, however large
+    if model_stats(name).params > CI_EXPORT_MAX_PARAMS and name not in smallest_of_family():
         pytest.skip(f"{name}: over {CI_EXPORT_MAX_PARAMS // 1_000_000}M parameters, exported at its default size "
                     "by the catalog report and the CLI (CI time budget); counted and parity-checked above")
     size = input_size_for_tests(spec)
