@@ -194,6 +194,8 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
         made_by += [command for command in _made_by(kept.get(family, "")) if command not in made_by]
         # INT8-cpu weights are 7-bit on x86 CPUs without VNNI, 8-bit with it: say which CPU measured the section
         cpus = sorted({report["machine"]["cpu"] for report in made_in})
+        if family in kept and " on " not in kept[family].split("\n\n")[1] and {r["model"] for r in rows} < set(list_models(family=family)):
+            cpus.append("the earlier rows on an AMD EPYC without VNNI")
         sections.append(f"## {family}\n\nMade by {', '.join(f'`{c}`' for c in made_by)}; weights: "
                         f"{', '.join(weights)}" + (f"; on {', '.join(cpus)}" if cpus else "") + ".\n\n"
                         f"{HEADER}\n" + "\n".join(variant_rows(models, rows, failures, kept.get(family, ""))) + "\n")
@@ -222,8 +224,8 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
              "10 held-out photos; INT8 is the cpu flavour with default options (entropy calibration on the "
              "disjoint calibration photos; 7-bit weights on an x86 CPU without VNNI, 8-bit with it: each section "
              "names its CPU, the sections without one were measured on an AMD EPYC without VNNI; the variant's own "
-             "`int8_keep_float` layers only; every row was measured before issue 19 made empirical bias correction "
-             "the default, so none of them has it: the re-baseline with the new defaults is still to run). The family reports also time every row; those runs shared the "
+             "`int8_keep_float` layers only; empirical bias correction, the default since issue 19, is in the rows "
+             "measured after it only: README, Drift; the re-baseline with the new defaults is still to run). The family reports also time every row; those runs shared the "
              "two cores with other jobs, so latencies are left to `make bench`, which measures side by side.",
              "",
              "> Weights are random and BN-recalibrated unless a row says otherwise: every figure here is a "
@@ -245,15 +247,14 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
 
 
 def kept_rows(kept: dict[str, str], families: list[str], latest: dict) -> dict[str, str]:
-    """model -> its table line, for the families whose section is kept from the previous page."""
-    fresh = {r["family"] for r in latest.values()}
+    """model -> its table line in the previous page, for the variants this folder has no report of."""
+    fresh = {r["model"] for r in latest.values()}
     rows = {}
     for family in families:
-        if family in kept and family not in fresh:
-            for model in list_models(family=family):
-                line = next((ln for ln in kept[family].splitlines() if ln.startswith(f"| {model} |")), None)
-                if line:
-                    rows[model] = line
+        for model in list_models(family=family):
+            line = next((ln for ln in kept.get(family, "").splitlines() if ln.startswith(f"| {model} |")), None)
+            if line and model not in fresh:
+                rows[model] = line
     return rows
 
 
