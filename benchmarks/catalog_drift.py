@@ -139,10 +139,14 @@ def variant_rows(models: list[str], rows: list[dict], failures: list[dict], kept
     return lines
 
 
+def _made_by_line(section: str) -> str:
+    """A kept section's "Made by" line: its report commands, weights and (since VNNI mattered) its CPU."""
+    return next((line for line in section.splitlines() if line.startswith("Made by ")), "")
+
+
 def _made_by(section: str) -> list[str]:
-    """The report commands a kept section says it was made by (its "Made by" line)."""
-    line = next((line for line in section.splitlines() if line.startswith("Made by ")), "")
-    return re.findall(r"`(bbexport report [^`]+)`", line)
+    """The report commands a kept section says it was made by."""
+    return re.findall(r"`(bbexport report [^`]+)`", _made_by_line(section))
 
 
 def _command(settings: dict) -> str:
@@ -194,7 +198,8 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
         made_by += [command for command in _made_by(kept.get(family, "")) if command not in made_by]
         # INT8-cpu weights are 7-bit on x86 CPUs without VNNI, 8-bit with it: say which CPU measured the section
         cpus = sorted({report["machine"]["cpu"] for report in made_in})
-        if family in kept and " on " not in kept[family].split("\n\n")[1] and {r["model"] for r in rows} < set(list_models(family=family)):
+        kept_elsewhere = family in kept and {r["model"] for r in rows} < set(list_models(family=family))
+        if kept_elsewhere and "; on " not in _made_by_line(kept[family]):  # no CPU named: the AMD EPYC runs
             cpus.append("the earlier rows on an AMD EPYC without VNNI")
         sections.append(f"## {family}\n\nMade by {', '.join(f'`{c}`' for c in made_by)}; weights: "
                         f"{', '.join(weights)}" + (f"; on {', '.join(cpus)}" if cpus else "") + ".\n\n"
