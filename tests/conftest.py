@@ -32,19 +32,70 @@ CI_EXPORT_MAX_PARAMS = 40_000_000
 # Above this (ViT-L/16, ViT-H/14), even building two random copies for parity takes a minute: the
 # reference state_dict is loaded on the meta device instead.
 HUGE_PARAMS = 150_000_000
+# Set, the registry suite exports every variant whatever its size or layers (`make test-all-variants`).
+ALL_VARIANTS = bool(os.environ.get("BBEXPORT_TEST_ALL_VARIANTS"))
+
+
+def _layer_kind(module: torch.nn.Module) -> tuple[str, ...]:
+    """What decides the ONNX a layer exports to, its widths aside: its class and, for convolutions and
+    pools, kernel, stride, dilation, padding, grouping and rounding."""
+    kind: list = [type(module).__qualname__]
+    if isinstance(module, torch.nn.modules.conv._ConvNd):
+        grouping = "depthwise" if module.groups == module.in_channels > 1 else "grouped" if module.groups > 1 else "dense"
+        kind += [module.kernel_size, module.stride, module.dilation, module.padding, grouping]
+    else:
+        kind += [getattr(module, a, None) for a in ("kernel_size", "stride", "padding", "ceil_mode",
+                                                     "count_include_pad", "output_size")]
+    return tuple(map(str, kind))
+
+
+@functools.cache
+def _layout(name: str) -> tuple[int, frozenset[tuple[str, ...]]]:
+    """Parameter count and layer kinds of a variant, built on the meta device (no MAC-counting forward:
+    the rules below read this for every registered variant, in every xdist worker)."""
+    with torch.device("meta"):
+        model = create_model(name)
+    return sum(p.numel() for p in model.parameters()), frozenset(map(_layer_kind, model.modules()))
+
+
+def param_count(name: str) -> int:
+    return _layout(name)[0]
 
 
 def is_huge(spec: ModelSpec) -> bool:
-    return model_stats(spec.name).params > HUGE_PARAMS
+    return param_count(spec.name) > HUGE_PARAMS
+
+
+def _families() -> dict[str, list[str]]:
+    """Every family's variants, fewest parameters first."""
+    families: dict[str, list[str]] = {}
+    for name in sorted(list_models(), key=param_count):
+        families.setdefault(get_spec(name).family, []).append(name)
+    return families
 
 
 @functools.cache
 def smallest_of_family() -> frozenset[str]:
     """The variant with the fewest parameters of every registered family."""
-    names = list_models()
-    families = {get_spec(n).family for n in names}
-    return frozenset(min((n for n in names if get_spec(n).family == family), key=lambda n: model_stats(n).params)
-                     for family in families)
+    return frozenset(names[0] for names in _families().values())
+
+
+@functools.cache
+def exported_here() -> frozenset[str]:
+    """The variants the registry suite exports: each family's smallest, then, up to CI_EXPORT_MAX_PARAMS,
+    every variant with a layer kind no variant exported before it in its family has. The others are the
+    same code at other widths and depths: counted and parity-checked here, exported by the catalog."""
+    if ALL_VARIANTS:
+        return frozenset(list_models())
+    chosen = set()
+    for names in _families().values():
+        covered: set[tuple[str, ...]] = set()
+        for name in names:
+            params, kinds = _layout(name)
+            if name == names[0] or (params <= CI_EXPORT_MAX_PARAMS and not kinds <= covered):
+                chosen.add(name)
+                covered |= kinds
+    return frozenset(chosen)
 
 
 def input_size_for_tests(spec: ModelSpec) -> tuple[int, int, int]:
@@ -52,8 +103,8 @@ def input_size_for_tests(spec: ModelSpec) -> tuple[int, int, int]:
     LARGE_PARAMS and LARGE_GMACS), else the smallest sensible one."""
     if spec.fixed_input_size:
         return spec.input_size
-    stats = model_stats(spec.name)
-    if spec.name in smallest_of_family() and stats.params <= LARGE_PARAMS and stats.gmacs <= LARGE_GMACS:
+    if (spec.name in smallest_of_family() and param_count(spec.name) <= LARGE_PARAMS
+            and model_stats(spec.name).gmacs <= LARGE_GMACS):
         return spec.input_size
     side = max(spec.min_size, 2 * spec.size_divisor, 64)
     side = -(-side // spec.size_divisor) * spec.size_divisor
@@ -178,6 +229,8 @@ def resnet18_bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mobilenet_int8_bundle(tmp_path_factory) -> Path:
     """``bbexport bundle mobilenetv2_100 --precision int8 --target x86-avx2``: the cpu flavour with the
-    7-bit weights of an AVX2 target, whatever this machine has (max calibration: the fastest)."""
+    7-bit weights of an AVX2 target, whatever this machine has (max calibration and no bias correction:
+    the fastest; the bundle is what is tested, test_quantize tests the quantizer)."""
     return built_once(tmp_path_factory, "mobilenetv2_100-int8",
-                      _bundle("mobilenetv2_100", "int8", target="x86-avx2", flavour="cpu", method="max"))
+                      _bundle("mobilenetv2_100", "int8", target="x86-avx2", flavour="cpu", method="max",
+                              bias_correction=False))

@@ -133,7 +133,9 @@ def test_interrupted_run_leaves_nothing_and_says_so(tmp_path: Path, signum: int,
     exits 130 (SIGINT) or 143 (SIGTERM): a script can tell it from a missed budget (1) or bad input (2)."""
     command = [sys.executable, "-m", "exporter.cli", "onnx", "resnet18", "--out", str(tmp_path)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
+    # As from a terminal: a job started in the background by a shell inherits SIGINT ignored, and Python keeps it so.
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as process:
         first = process.stdout.readline()
         assert first.startswith("export ✓"), first + process.stderr.read()
         process.send_signal(signum)
