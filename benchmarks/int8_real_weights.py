@@ -61,9 +61,19 @@ NOT_IN_THE_TABLE = [
     "Cross-layer equalization: not applied. Every depthwise convolution of the Lites is followed by ReLU6, "
     "which is not scale-equivariant (the clip at 6 moves with the scale), so equalizing across it changes the "
     "FP32 network; per-channel weight scales already give each depthwise channel its own range.",
-    "AdaRound: not implemented in this round (it would be the next step for the cpu flavour of Lite2, the one "
-    "default row that misses).",
+    "AdaRound: not implemented (the next step for the cpu flavour of Lite2, the one default row that misses, "
+    "and for the search target).",
     "Calibration augmentation for few images: not implemented; the calibration crops are the augmentation here.",
+    "The search target (`--auto-exclude top1=0.95`) is reached on both Lites only with (nearly) every quantized "
+    "layer in float: Lite1 trt 81 layers (cosine 1.0000), Lite2 cpu 102 layers, which leaves the cpu flavour "
+    "1.17x FP32 instead of 1.5x. The search ranks layers by the cosine each costs alone (8 calibration crops) and "
+    "bisects on top-1 over 64 (steps of 1/64): on these trained networks the top-1 loss is spread over every "
+    "block, no short prefix of the ranking reaches 0.95 on the calibration crops, and the cpu flavour's "
+    "confirmation re-quantizes with the inputs shared by other consumers still quantized. What is left for this "
+    "target: learned weight rounding (AdaRound), per-channel or per-block activation scales.",
+    "Lite2, cpu flavour, the residual Adds kept in float (`--exclude Add`, a scratch run with the default "
+    "options and the same crops): cosine 0.9878, top-1 0.891, unchanged: the Adds are not where its cpu "
+    "flavour loses; nor are the ranges (MSE + bias correction in the table: 0.9873 / 0.836).",
 ]
 
 
@@ -204,9 +214,11 @@ def _verdicts(entry: dict) -> list[str]:
             speed = auto.get("speed")
             speed_text = (f"; INT8-cpu {speed['int8_ms']:.1f} ms against FP32 {speed['fp32_ms']:.1f} ms, "
                           f"{speed['speedup']:.2f}× (target {TARGETS['speedup']}×)" if speed else "")
+            # the cpu flavour's search target holds only while INT8 still pays: both figures decide it
+            met = auto["top1"] >= TARGETS["auto_top1"] and (speed is None or speed["speedup"] >= TARGETS["speedup"])
             out.append(f"- `--auto-exclude {SEARCH}`, {flavour}: top-1 {auto['top1']:.3f} (target "
                        f"{TARGETS['auto_top1']}), {auto['float_layers']} layers in float{speed_text}: "
-                       f"{'met' if auto['top1'] >= TARGETS['auto_top1'] else 'MISSED'}.")
+                       f"{'met' if met else 'MISSED'}.")
     return out
 
 
