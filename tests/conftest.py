@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -147,6 +148,19 @@ def assert_checkpoint_parity(reference: str, name: str, side: int = 224, remap: 
     ours.load_state_dict(get_entry(name).remap(state) if remap else state, strict=True)
     x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(1))
     assert_same_outputs(model, ours, x)
+
+
+def simplified_dynamic_graph(module: torch.nn.Module, folder: Path, input_shape: tuple[int, ...], stem: str) -> Path:
+    """``module`` exported at opset 17 with a dynamic batch and simplified (onnxsim checking it at batch 2):
+    the path of the simplified graph, for the family tests that look inside it."""
+    from exporter.onnx_export import onnx_from_model
+    from exporter.simplify import simplified_from_onnx
+
+    exported = onnx_from_model(module, folder / f"{stem}.onnx", input_shape, dynamic_batch=True)
+    check = np.random.default_rng(0).standard_normal((2, *input_shape), dtype=np.float32)
+    simplified = simplified_from_onnx(exported.path, folder / f"{stem}.sim.onnx", check)
+    assert simplified.simplified, simplified.reason
+    return simplified.path
 
 
 def randomize_norm_stats(model: torch.nn.Module, seed: int = 0) -> None:

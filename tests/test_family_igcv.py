@@ -18,13 +18,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from bbruntime.runners import OrtRunner
-from exporter.onnx_export import onnx_from_model
-from exporter.simplify import simplified_from_onnx
 from model_defs import create_model, get_entry
 from model_defs._layers import channel_shuffle
 from model_defs.igcv import IGCBasicBlock, IGCV2Block, IGCV3Block, shuffle_channels
 
-from .conftest import PARITY_TOLERANCE, randomize_norm_stats
+from .conftest import PARITY_TOLERANCE, randomize_norm_stats, simplified_dynamic_graph
 
 # The released symbols (models/IGC-*_ImageNet/resnet_gcwf_noshare_imagenet_d18b*-symbol.json): stem
 # width, stage widths and L (groups of the 3x3 and projection convs) per stage; two blocks a stage.
@@ -253,16 +251,13 @@ def test_igc_blocks_export_with_constant_shuffle_shapes_and_a_dynamic_batch(tmp_
     torch.manual_seed(0)
     blocks = nn.Sequential(IGCBasicBlock(8, 16, 2, 4), IGCV2Block(16, 32, 1), IGCV3Block(32, 32, 1, 2)).eval()
     randomize_norm_stats(blocks)
-    exported = onnx_from_model(blocks, tmp_path / "igc.onnx", (8, 8, 8), dynamic_batch=True)
-    check_input = np.random.default_rng(0).standard_normal((2, 8, 8, 8), dtype=np.float32)
-    simplified = simplified_from_onnx(exported.path, tmp_path / "igc.sim.onnx", check_input)
-    assert simplified.simplified, simplified.reason
-    graph = onnx.load(str(simplified.path)).graph
+    path = simplified_dynamic_graph(blocks, tmp_path, (8, 8, 8), "igc")
+    graph = onnx.load(str(path)).graph
     assert not [node.name for node in graph.node if node.op_type == "Shape"]
     constants = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
     targets = [constants[node.input[1]] for node in graph.node if node.op_type == "Reshape"]
     assert len(targets) == 12 and all(target[0] == -1 for target in targets)  # 6 shuffles, 2 reshapes each
-    runner = OrtRunner(simplified.path)
+    runner = OrtRunner(path)
     assert runner.static_batch is None
     for batch in (1, 3):
         x = torch.randn(batch, 8, 8, 8)

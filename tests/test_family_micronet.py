@@ -21,14 +21,12 @@ import torch
 from torch import nn
 
 from bbruntime.runners import OrtRunner
-from exporter.onnx_export import onnx_from_model
-from exporter.simplify import simplified_from_onnx
 from exporter.weights import load_weights, model_source
 from model_defs import create_model
 from model_defs._layers import channel_shuffle
 from model_defs.micronet import ChannelShuffle, _decode_blocks, _shift_index
 
-from .conftest import PARITY_TOLERANCE
+from .conftest import PARITY_TOLERANCE, simplified_dynamic_graph
 
 # Variant -> (number of state_dict entries, sha256 prefix of its "key:shape" lines) of the authors' model.
 _AUTHORS_LAYOUT = {
@@ -148,16 +146,13 @@ def test_dynamic_batch_graph_runs_batch_1_and_3(tmp_path) -> None:
     """The exported and simplified graph (opset 17, dynamic batch) takes batch 1 and 3 and matches
     PyTorch; every channel permutation is a Gather over a constant, and no shape arithmetic is left."""
     model = _seeded(create_model("micronet_m3"))
-    exported = onnx_from_model(model, tmp_path / "micronet_m3.onnx", (3, 64, 64), dynamic_batch=True)
-    check = _input(2).numpy()
-    simplified = simplified_from_onnx(exported.path, tmp_path / "micronet_m3.sim.onnx", check)
-    assert simplified.simplified, simplified.reason
-    graph = onnx.load(str(simplified.path)).graph
+    path = simplified_dynamic_graph(model, tmp_path, (3, 64, 64), "micronet_m3")
+    graph = onnx.load(str(path)).graph
     constants = {tensor.name for tensor in graph.initializer}
     gathers = [node for node in graph.node if node.op_type == "Gather"]
     assert len(gathers) == 45 and all(node.input[1] in constants for node in gathers)  # 11 shifts, 34 shuffles
     assert not {"Shape", "Reshape", "Transpose"} & {node.op_type for node in graph.node}
-    runner = OrtRunner(simplified.path)
+    runner = OrtRunner(path)
     assert runner.static_batch is None
     x = _input(3)
     for batch in (x[:1], x):

@@ -15,12 +15,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from bbruntime.runners import OrtRunner
-from exporter.onnx_export import onnx_from_model
-from exporter.simplify import simplified_from_onnx
 from model_defs import create_model, get_entry
 from model_defs.weightnet import WeightNet, WeightNetDW, WeightNetShuffleBlock, split_even_odd
 
-from .conftest import randomize_norm_stats
+from .conftest import randomize_norm_stats, simplified_dynamic_graph
 
 # megvii-model/WeightNet shufflenet_v2.py: stage_out_channels per model_size; weightnet.py: M, G.
 AUTHORS_MODELS = {
@@ -167,16 +165,13 @@ def test_blocks_export_with_initializer_kernels_and_a_dynamic_batch(tmp_path) ->
     blocks = nn.Sequential(WeightNetShuffleBlock(16, 32, 16, 2, m=8, g=2),
                            WeightNetShuffleBlock(16, 32, 16, 1, m=8, g=2)).eval()
     randomize_norm_stats(blocks)
-    exported = onnx_from_model(blocks, tmp_path / "wn.onnx", (16, 8, 8), dynamic_batch=True)
-    check_input = np.random.default_rng(0).standard_normal((2, 16, 8, 8), dtype=np.float32)
-    simplified = simplified_from_onnx(exported.path, tmp_path / "wn.sim.onnx", check_input)
-    assert simplified.simplified, simplified.reason
-    graph = onnx.load(str(simplified.path)).graph
+    path = simplified_dynamic_graph(blocks, tmp_path, (16, 8, 8), "wn")
+    graph = onnx.load(str(path)).graph
     constants = {tensor.name for tensor in graph.initializer}
     convs = [node for node in graph.node if node.op_type == "Conv"]
     assert len(convs) == 18 and all(node.input[1] in constants for node in convs)  # reduce + 2 per WeightNet
     assert not [node.name for node in graph.node if node.op_type == "Shape"]
-    runner = OrtRunner(simplified.path)
+    runner = OrtRunner(path)
     assert runner.static_batch is None
     x = torch.randn(3, 16, 8, 8)
     for batch in (x[:1], x):  # one graph, batch 1 and 3
