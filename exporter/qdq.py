@@ -77,61 +77,95 @@ def qdq_from_onnx(src: Path, dst: Path, ranges_file: Path, flavour: str, method:
     return QdqResult(dst, nodes, tuple(exclude_nodes))
 
 
-def without_quantization(quantized: onnx.ModelProto, fp32: onnx.ModelProto, nodes) -> onnx.ModelProto:
-    """A copy of ``quantized`` in which ``nodes`` compute in float: every input that reaches them
-    through a DequantizeLinear is taken from before its QuantizeLinear (activations, and the trt
-    flavour's float weights) or from the FP32 graph (the cpu flavour's int8 weights and int32 biases).
-    ORT folds a Relu/Clip that follows a quantized op into the QuantizeLinear's range; where that
-    happened, the activation is put back in front of the float node.
+def without_quantization(quantized: onnx.ModelProto, fp32: onnx.ModelProto, nodes,
+                         kept_float=()) -> onnx.ModelProto:
+    """A copy of ``quantized`` in which ``nodes`` compute in float, as a re-quantization with them
+    excluded (and ``kept_float``, excluded when ``quantized`` was made) would write it: their weights
+    come from the FP32 graph (or from before their QuantizeLinear, the trt flavour's float weights),
+    and an activation's Q/DQ pair is skipped where no quantized node is left to need it (none reads
+    it, nor makes it: the cpu flavour quantizes a quantized op's output for the next one). ORT folds
+    a Relu/Clip that follows a quantized op into the QuantizeLinear's range; where a skipped pair had
+    it, the activation is put back.
 
     The cheap probe of the sensitivity search: one graph edit instead of a re-quantization. It is
-    close to, not the same as, quantizing with these nodes excluded, so published graphs are always
-    made by :func:`qdq_from_onnx`."""
+    close to, not the same as, quantizing with these nodes excluded (ORT fuses the neighbours of an
+    excluded node its own way), so published graphs are always made by :func:`qdq_from_onnx`."""
     model = onnx.ModelProto()
     model.CopyFrom(quantized)
-    producers = {out: n for n in model.graph.node for out in n.output}
-    float_inputs = {n.name: list(n.input) for n in fp32.graph.node}
-    float_initializers = {init.name: init for init in fp32.graph.initializer}
-    kept = {n.name for n in model.graph.node}
-    folded = {n.output[0]: n for n in fp32.graph.node if n.op_type in ("Relu", "Clip") and n.name not in kept}
-    present = {init.name for init in model.graph.initializer} | set(producers)
-    wanted = set(nodes)
+    edit = _FloatEdit(model, fp32, set(nodes), set(nodes) | set(kept_float))
     ordered: list[onnx.NodeProto] = []
     for node in model.graph.node:
-        for k, name in enumerate(node.input if node.name in wanted else ()):
-            dq = producers.get(name)
-            if dq is None or dq.op_type != "DequantizeLinear":
-                continue
-            q = producers.get(dq.input[0])
-            if q is not None and q.op_type == "QuantizeLinear":
-                source = q.input[0]
-                if source in folded:
-                    restored = f"{source}__float"
-                    if restored not in present:
-                        activation = onnx.NodeProto()
-                        activation.CopyFrom(folded[source])
-                        activation.name += "__float"
-                        activation.input[0], activation.output[0] = source, restored
-                        ordered.append(activation)
-                        present.add(restored)
-                    source = restored
-                node.input[k] = source
-                continue
-            originals = float_inputs.get(node.name, [])
-            original = originals[k] if k < len(originals) else None
-            if original in float_initializers:
-                # The quantized graph may already name a tensor after it (a DequantizeLinear's output).
-                float_name = f"{original}__float"
-                if float_name not in present:
-                    weight = model.graph.initializer.add()
-                    weight.CopyFrom(float_initializers[original])
-                    weight.name = float_name
-                    present.add(float_name)
-                node.input[k] = float_name
+        if node.op_type == "DequantizeLinear" and edit.skippable(node):
+            node = edit.pass_through(node, ordered)
+        elif node.name in edit.wanted:
+            edit.float_weights(node)
         ordered.append(node)
     del model.graph.node[:]
     model.graph.node.extend(ordered)
     return model
+
+
+class _FloatEdit:
+    """What :func:`without_quantization` looks up while it edits one graph."""
+
+    def __init__(self, model: onnx.ModelProto, fp32: onnx.ModelProto, wanted: set[str], float_nodes: set[str]):
+        self.model, self.wanted = model, wanted
+        self.quantized = set(dequantized_consumers(model)) - float_nodes
+        self.producers = {out: n for n in model.graph.node for out in n.output}
+        self.readers: dict[str, list[str]] = {}
+        for n in model.graph.node:
+            for name in n.input:
+                self.readers.setdefault(name, []).append(n.name)
+        self.fp32_inputs = {n.name: list(n.input) for n in fp32.graph.node}
+        self.fp32_initializers = {init.name: init for init in fp32.graph.initializer}
+        kept = {n.name for n in model.graph.node}
+        self.folded = {n.output[0]: n for n in fp32.graph.node if n.op_type in ("Relu", "Clip") and n.name not in kept}
+        self.present = {init.name for init in model.graph.initializer} | set(self.producers)
+
+    def quantize_of(self, dq: onnx.NodeProto) -> onnx.NodeProto | None:
+        q = self.producers.get(dq.input[0])
+        return q if q is not None and q.op_type == "QuantizeLinear" else None
+
+    def skippable(self, dq: onnx.NodeProto) -> bool:
+        q = self.quantize_of(dq)
+        if q is None:
+            return False  # the cpu flavour's int8 weight or int32 bias: see float_weights
+        producer = self.producers.get(q.input[0])
+        return ((producer is None or producer.name not in self.quantized)
+                and not any(r in self.quantized for r in self.readers.get(dq.output[0], [])))
+
+    def pass_through(self, dq: onnx.NodeProto, ordered: list) -> onnx.NodeProto:
+        """The pair made an Identity (its output keeps its name), with a folded activation put back."""
+        source = self.quantize_of(dq).input[0]
+        if source in self.folded:
+            restored = f"{source}__float"
+            if restored not in self.present:
+                activation = onnx.NodeProto()
+                activation.CopyFrom(self.folded[source])
+                activation.name += "__float"
+                activation.input[0], activation.output[0] = source, restored
+                ordered.append(activation)
+                self.present.add(restored)
+            source = restored
+        return onnx.helper.make_node("Identity", [source], [dq.output[0]], name=f"{dq.name}__float")
+
+    def float_weights(self, node: onnx.NodeProto) -> None:
+        """The cpu flavour's int8 weights and int32 biases of ``node`` replaced by the FP32 graph's."""
+        originals = self.fp32_inputs.get(node.name, [])
+        for k, name in enumerate(node.input):
+            dq = self.producers.get(name)
+            original = originals[k] if k < len(originals) else None
+            if dq is None or dq.op_type != "DequantizeLinear" or self.quantize_of(dq) is not None \
+                    or original not in self.fp32_initializers:
+                continue
+            # The quantized graph may already name a tensor after it (a DequantizeLinear's output).
+            float_name = f"{original}__float"
+            if float_name not in self.present:
+                weight = self.model.graph.initializer.add()
+                weight.CopyFrom(self.fp32_initializers[original])
+                weight.name = float_name
+                self.present.add(float_name)
+            node.input[k] = float_name
 
 
 @contextlib.contextmanager

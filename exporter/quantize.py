@@ -319,7 +319,7 @@ def auto_exclusions(fp32_onnx: Path, source: Int8Source, options: QuantizeOption
     count = search.shortest_prefix(lambda k: search.edited(members_of(units, order[:k])), 1, len(order))
     order += [label for label in units if label not in order]  # scopes left quantized, in rank order
     requantized = functools.cache(lambda k: search.requantized(fixed + members_of(units, order[:k])))
-    # ORT keeps an excluded layer's input quantized where another consumer shares it: the published
+    # The edit follows ORT's Q/DQ placement but not its fusions around an excluded node: the published
     # graph can be short of the edited estimate, so the count is confirmed, or searched, on it.
     if requantized(count) < target:
         count = search.shortest_prefix(requantized, count + 1, len(order))
@@ -367,7 +367,8 @@ class _SensitivitySearch:
         return self.target_of(self.quantize(excluded, self.tmp / "probe.onnx"))
 
     def _edited(self, float_nodes: tuple[str, ...], ranking: bool = False) -> float:
-        onnx.save(without_quantization(self.quantized, self.fp32_graph, float_nodes), str(self.tmp / "probe.onnx"))
+        edited = without_quantization(self.quantized, self.fp32_graph, float_nodes, kept_float=self.fixed)
+        onnx.save(edited, str(self.tmp / "probe.onnx"))
         return self.measured(self.tmp / "probe.onnx", ranking)
 
     def ranked(self, units: dict[str, tuple[str, ...]]) -> list[str]:

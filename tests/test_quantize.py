@@ -25,7 +25,13 @@ from exporter.calib_cache import calibrated_ranges
 from exporter.fp16 import fp16_from_onnx
 from exporter.onnx_export import save_onnx
 from exporter.pipeline import ExportOptions, subject_of
-from exporter.qdq import qdq_from_onnx, quantizable_nodes, weight_quantization, without_quantization
+from exporter.qdq import (
+    dequantized_consumers,
+    qdq_from_onnx,
+    quantizable_nodes,
+    weight_quantization,
+    without_quantization,
+)
 from exporter.quantize import QuantizeOptions, int8_runner, quantize_model
 from exporter.runners import TorchRunner
 from exporter.validate import validation_inputs
@@ -377,6 +383,33 @@ def test_a_graph_edit_puts_layers_back_in_float(request, outcome_name, tmp_path)
     assert abs(loss_edited - loss_requantized) <= 0.2 * loss_requantized + 1e-7
     assert np.array_equal(logits(tmp_path / "unchanged.onnx", without_quantization(every_layer, fp32, ())),
                           logits(tmp_path / "all.onnx"))
+
+
+@pytest.mark.parametrize("outcome_name", ["int8_trt", "int8_cpu"])
+def test_a_graph_edited_all_to_float_computes_the_fp32_graph(request, outcome_name, tmp_path):
+    """Every quantized node made float, in a graph made with the residual Adds excluded: no Q/DQ is
+    left on the path (the cpu flavour's output pairs in front of the excluded Adds and the logits
+    included), so the probe computes the FP32 graph. The search's ranking relies on it: a probe that
+    keeps a pair every configuration shares makes every layer look equally sensitive."""
+    outcome = request.getfixturevalue(outcome_name)
+    options = outcome.manifest["options"]
+    photos = validation_inputs(spec_with_size(get_spec("resnet18"), IMG_SIZE))["photos"]
+    fp32 = onnx.load(str(outcome.fp32.onnx_path))
+    ranges = outcome.onnx_path.parent / outcome.manifest["calibration"]["cache"]["file"]
+    adds = tuple(n.name for n in fp32.graph.node if n.op_type == "Add")
+    quantized = qdq_from_onnx(outcome.fp32.onnx_path, tmp_path / "q.onnx", ranges, options["flavour"],
+                              options["method"], adds, options["reduce_range"]).path
+    model = onnx.load(str(quantized))
+    layers = tuple(n for n in dequantized_consumers(model) if n not in adds)
+    reference = OrtRunner(outcome.fp32.onnx_path).infer(photos)
+
+    def max_error(edited: onnx.ModelProto) -> float:
+        onnx.save(edited, str(tmp_path / "edited.onnx"))
+        return float(np.abs(int8_runner(tmp_path / "edited.onnx", options["flavour"]).infer(photos) - reference).max())
+
+    assert max_error(without_quantization(model, fp32, layers, kept_float=adds)) < 1e-4 * np.abs(reference).max()
+    if options["flavour"] == "cpu":  # the Adds' inputs and the logits stay quantized unless they are named
+        assert max_error(without_quantization(model, fp32, layers)) > 1e-3 * np.abs(reference).max()
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8-cpu", "int8-trt"])
