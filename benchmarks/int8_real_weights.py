@@ -171,23 +171,24 @@ def markdown(results: dict, machine: dict) -> str:
              "- Measured: each row is `bbexport quantize --precision int8 --calib crops.npy` with the options named, its "
              "INT8 ONNX against FP32 PyTorch on the evaluation crops (cpu flavour through ONNX Runtime's integer "
              "kernels, trt flavour with its Q/DQ run as written). Top-1: agreement over all 110 crops; top-5 "
-             "containment: the FP32 top-1 within the INT8 five best. The variants' first block stays in float "
-             "(their spec's `int8_keep_float`) in every row.", ""]
+             "containment: the FP32 top-1 within the INT8 five best. The variants' stem and first block stay in "
+             "float (their spec's `int8_keep_float`) in every row not marked otherwise.", ""]
     for variant, entry in results.items():
         lines += [f"## {variant}", "",
                   f"{entry['eval_crops']} evaluation crops ({entry['reference_classes']} distinct FP32 classes), "
                   f"{entry['calib_crops']} calibration crops; checkpoint `{entry['checkpoint']}`.", "",
                   "| row | flavour | cosine | top-1 | top-5 containment | float layers | bias correction | s |",
                   "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+        notes = sorted({r["note"] for r in entry["rows"].values() if r.get("note")})
         for key, r in entry["rows"].items():
             row, flavour = key.rsplit("-", 1)
             bc = r["bias_correction"]
             shifts = ", ".join(f"{s:.3f}" for s in bc["relative_shifts"]) if bc else ""
             bc_text = "off" if not bc else f"{bc['layers']} layers" + (f", shifts {shifts}" if shifts else "")
-            mark = " †" if r.get("note") else ""
+            mark = f" †{notes.index(r['note']) + 1}" if r.get("note") else ""
             lines.append(f"| {ROWS[row][0]}{mark} | {flavour} | {r['cosine']:.4f} | {r['top1']:.3f} | "
                          f"{r['top5_containment']:.3f} | {r['float_layers']} | {bc_text} | {r['seconds']:.0f} |")
-        notes = [f"† {note}" for note in sorted({r["note"] for r in entry["rows"].values() if r.get("note")})]
+        notes = [f"†{k} {note}" for k, note in enumerate(notes, 1)]
         missing = [f"{row} ({flavour})" for row in ROWS for flavour in FLAVOURS if f"{row}-{flavour}" not in entry["rows"]
                    and not (row == "fp32-fallback" and flavour == "cpu")]
         notes += [f"Not measured yet (`--rows`): {', '.join(missing)}."] if missing else []

@@ -131,7 +131,8 @@ def _quantization_options(func):
                      help="INT8: keep the biases as trained (default: correct the mean shift quantization leaves in "
                           "each layer's output, measured on the calibration data)."),
         click.option("--quantize-all", is_flag=True, help="INT8: quantize the layers the variant keeps in float "
-                                                          "by default (its spec's int8_keep_float)."),
+                                                          "by default (its spec's int8_keep_float, and int8_keep_float_cpu "
+                                                          "for the cpu flavour)."),
     ], func)
 
 

@@ -142,7 +142,7 @@ def quantize_model(model: str | Subject, options: QuantizeOptions, export: Expor
     inputs = quantize_inputs(subject, options, fp32, calib)
     if (manifest := reusable(manifest_path, inputs)) is not None:
         return _reused(subject, options, fp32, manifest_path, manifest, record, stages, keep_misses)
-    patterns = options.exclude + (subject.spec.int8_keep_float if options.precision == "int8"
+    patterns = options.exclude + (spec_exclusions(subject.spec, options.flavour) if options.precision == "int8"
                                   and options.spec_exclusions else ())
     excluded = resolve_exclusions(onnx.load(str(fp32.onnx_path), load_external_data=False), patterns)
     started = time.perf_counter()
@@ -235,6 +235,11 @@ def _int8_graph(fp32_onnx: Path, staged: Path, options: QuantizeOptions, calib: 
                "bias_correction": correction.to_dict() if correction else None,
                "auto_exclude": auto}
     return _Converted(details, _calibration_manifest(calib, cache, options, trt_cache), excluded, cache.hit, trt_cache)
+
+
+def spec_exclusions(spec, flavour: str) -> tuple[str, ...]:
+    """The layers a variant's spec keeps out of INT8 in this flavour."""
+    return spec.int8_keep_float + (spec.int8_keep_float_cpu if flavour == "cpu" else ())
 
 
 def fp16_fallback(options: QuantizeOptions, excluded: tuple[str, ...]) -> bool:

@@ -58,6 +58,9 @@ class ModelSpec:
     # Node-name globs of the exported graph that INT8 keeps in float unless told otherwise: layers
     # measured too sensitive to quantize (say which measurement beside the variant).
     int8_keep_float: tuple[str, ...] = ()
+    # More of them for the cpu flavour only: its quantized ops quantize their own output, so a layer
+    # kept in float still reads its producer's uint8 output unless that producer is kept in float too.
+    int8_keep_float_cpu: tuple[str, ...] = ()
     # The real images it is validated, calibrated and measured on (calibration.sample_set): "photos"
     # (ImageNet-like, scikit-image's) or "digits" (handwritten 0-9, scikit-learn's).
     samples: str = "photos"

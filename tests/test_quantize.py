@@ -151,10 +151,9 @@ def lite_export(tmp_path_factory):
     return options
 
 
-# Each precision once on real weights (CI time): Lite1's trt flavour is held on the harder crop set below,
-# Lite2's FP16 is Lite1's code path at another width.
-REAL_LITE_CASES = [("tf_efficientnet_lite1", "fp16"), ("tf_efficientnet_lite1", "int8-cpu"),
-                   ("tf_efficientnet_lite2", "int8-trt")]
+# Each precision once on real weights (CI time): Lite1's trt and Lite2's cpu flavour are held on the
+# harder crop set below; Lite2's FP16 and trt flavour are Lite1's code paths at another width.
+REAL_LITE_CASES = [("tf_efficientnet_lite1", "fp16"), ("tf_efficientnet_lite1", "int8-cpu")]
 
 
 @pytest.mark.slow
@@ -178,28 +177,32 @@ def test_real_lite_weights_keep_their_predictions(lite_export, variant, label):
 # Issue 19's drift set, reduced for CI time: 5 crops of each of the 10 held-out photos (the benchmark,
 # docs/int8-real-weights.md: 11 each, 110) and 3 of each of the 11 calibration photos (the benchmark: 6, 66).
 CROP_TEST_EVALUATION, CROP_TEST_CALIBRATION = 5, 3
-# What the test holds: the level measured on these 50 crops, less one crop's worth of margin
-# (measured: see test_real_lite1_int8_keeps_top1_on_augmented_crops).
-CROP_TEST_MIN_TOP1, CROP_TEST_MIN_COSINE = 0.90, 0.995
+# What the test holds: the top-1 agreement measured on these 50 crops less one crop's worth of margin
+# (Lite1 trt 0.96; Lite2 cpu 0.88 with 8-bit weights, 0.90 with 7-bit), the issue's cosine and
+# containment targets (Lite2 cpu: cosine 0.9978 with 8-bit weights, 0.9958 with 7-bit).
+CROP_TEST_MIN_TOP1 = {("tf_efficientnet_lite1", "trt"): 0.94, ("tf_efficientnet_lite2", "cpu"): 0.86}
+CROP_TEST_MIN_COSINE = 0.995
 
 
 @pytest.mark.slow
-def test_real_lite1_int8_keeps_top1_on_augmented_crops(lite_export, tmp_path):
-    """Real ImageNet Lite1, default INT8 (trt flavour; percentile ranges, a checkpoint's default; bias
-    correction), calibrated on crops of other photos given as a .npy: top-1 agreement over every
-    evaluation crop, not only the confident ones, with cosine and top-5 containment (the FP32 top-1
-    within the INT8 five best)."""
-    export = lite_export("tf_efficientnet_lite1")
-    subject = subject_of("tf_efficientnet_lite1", export)
+@pytest.mark.parametrize("variant, flavour", list(CROP_TEST_MIN_TOP1))
+def test_real_lite_int8_keeps_top1_on_augmented_crops(lite_export, tmp_path, variant, flavour):
+    """Real ImageNet Lites, default INT8 (percentile ranges, a checkpoint's default; bias correction;
+    the stem and first block in float, their spec's), calibrated on crops of other photos given as a
+    .npy: top-1 agreement over every evaluation crop, not only the confident ones, with cosine and top-5
+    containment (the FP32 top-1 within the INT8 five best)."""
+    export = lite_export(variant)
+    subject = subject_of(variant, export)
     _, evaluation = crop_set(subject.spec, "evaluation", CROP_TEST_EVALUATION)
     _, calibration = crop_set(subject.spec, "calibration", CROP_TEST_CALIBRATION)
     np.save(tmp_path / "crops.npy", calibration)
-    outcome = quantize_model(subject, QuantizeOptions(precision="int8", calib=tmp_path / "crops.npy"), export)
+    outcome = quantize_model(subject, QuantizeOptions(precision="int8", flavour=flavour, calib=tmp_path / "crops.npy"),
+                             export)
     assert outcome.manifest["details"]["bias_correction"]["layers"] == 65
     measured = drift(TorchRunner(subject.model).infer(evaluation),
-                     int8_runner(outcome.onnx_path, "trt").infer(evaluation))
+                     int8_runner(outcome.onnx_path, flavour).infer(evaluation))
     assert top1_meaningful(measured), measured  # trained weights on crops: diverse, confident classes
-    assert measured.top1_agreement >= CROP_TEST_MIN_TOP1, measured
+    assert measured.top1_agreement >= CROP_TEST_MIN_TOP1[variant, flavour], measured
     assert measured.cosine >= CROP_TEST_MIN_COSINE and measured.top5_containment >= 0.99, measured
 
 
@@ -225,6 +228,18 @@ def test_rerun_hits_the_calibration_cache_and_a_new_method_misses_it(export, int
     other = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt", method="percentile"), export)
     assert not other.calibration_cache_hit
     assert other.manifest["calibration"]["cache"]["key"] != int8_trt.manifest["calibration"]["cache"]["key"]
+
+
+@pytest.mark.parametrize("variant", ["tf_efficientnet_lite2", "efficientnet_lite0", "dpn68"])
+def test_a_spec_keeps_its_sensitive_layers_in_float_per_flavour(variant):
+    """The cpu flavour keeps a Lite's stem in float with its first block (a float layer reads its
+    producer's quantized output there); the trt flavour, which never quantizes a float layer's input,
+    keeps the block alone. Every pattern names nodes of the exported graph (checked where it is resolved)."""
+    spec = get_spec(variant)
+    trt, cpu = quantize.spec_exclusions(spec, "trt"), quantize.spec_exclusions(spec, "cpu")
+    assert trt == spec.int8_keep_float and set(trt) < set(cpu) if spec.int8_keep_float_cpu else trt == cpu
+    if variant.startswith(("tf_efficientnet_lite", "efficientnet_lite")):
+        assert trt == ("/blocks/blocks.0/*",) and "/conv_stem/*" in cpu
 
 
 def test_exclude_by_op_type_keeps_the_classifier_in_float16_between_casts(export):
