@@ -87,7 +87,10 @@ def misses_section(misses: list[str], results: dict[str, dict], kept: dict[str, 
              "For each INT8 row above that misses the budget: `bbexport quantize MODEL --precision int8 --flavour cpu "
              "--auto-exclude TARGET` (same weights; the search measures on calibration samples, the cosine after "
              "it on the held-out photos; where the photos still missed the budget, the next target of 0.985, 0.99, "
-             "0.995 was tried).",
+             "0.995 was tried). The DPNs' searches ran after the probes began to drop the Q/DQ pairs no quantized "
+             "node is left to make or read (f35344f); the others before, when the cpu flavour's logits, and any "
+             "pair in front of a layer the spec keeps in float, stayed quantized in every probe: those searches "
+             "may have kept more layers in float than they needed.",
              "",
              "| Model | Cosine before (calibration) | Target | Layers kept in float | Held-out cosine after | Probes | Time |",
              "|---|---|---|---|---|---|---|"]
