@@ -118,6 +118,9 @@ def _quantization_options(func):
         click.option("--calib", type=click.Path(path_type=Path),
                      help="Calibration images (folder, recursive) or tensors (.npy/.npz); default: built-in photos."),
         click.option("--calib-limit", type=click.IntRange(1), help="Calibrate on a seeded subset of N samples."),
+        click.option("--no-calib-augment", is_flag=True,
+                     help="Calibrate on a folder's images as they are (default: a folder of fewer than 64 photos "
+                          "also gives seeded random crops and mirrors of each, up to about 64 samples)."),
         click.option("--method", type=click.Choice(["percentile", "entropy", "max", "mse"]),
                      help="INT8 calibration method (default: percentile for a checkpoint, entropy for random weights)."),
         click.option("--exclude", multiple=True, metavar="PAT",
@@ -157,7 +160,8 @@ def _quantize_from(precision: str, flavour: str, options: dict, reduce_range: bo
 
     metric, target = options["auto_exclude"] or ("cosine", None)
     return QuantizeOptions(precision=precision, flavour=flavour, method=options["method"], calib=options["calib"],
-                           calib_limit=options["calib_limit"], exclude=options["exclude"], auto_exclude=target,
+                           calib_limit=options["calib_limit"], calib_augment=not options["no_calib_augment"],
+                           exclude=options["exclude"], auto_exclude=target,
                            auto_exclude_metric=metric, spec_exclusions=not options["quantize_all"],
                            bias_correction=not options["no_bias_correction"], fallback=options["fallback"],
                            reduce_range=reduce_range)

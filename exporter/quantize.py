@@ -73,6 +73,7 @@ class QuantizeOptions:
     method: str | None = None
     calib: Path | None = None  # image folder, .npy/.npz, or None = the built-in calibration photos
     calib_limit: int | None = None
+    calib_augment: bool = True  # a folder of few photos also gives crops of each (calibration.data)
     exclude: tuple[str, ...] = ()  # node names, globs over names, or op types kept in float
     spec_exclusions: bool = True  # int8: also keep the variant's own sensitive layers (spec.int8_keep_float)
     auto_exclude: float | None = None  # target of the per-layer sensitivity search, on auto_exclude_metric
@@ -134,7 +135,7 @@ def quantize_model(model: str | Subject, options: QuantizeOptions, export: Expor
     subject = subject_of(model, export)
     if options.precision == "int8" and options.method is None:  # resolved first: manifests and reuse keys hold it
         options = replace(options, method=default_method(trained=subject.weights.kind == "checkpoint"))
-    calib = (load_calibration(options.calib, subject.spec, options.calib_limit, export.seed)
+    calib = (load_calibration(options.calib, subject.spec, options.calib_limit, export.seed, options.calib_augment)
              if options.precision == "int8" else None)  # a bad --calib fails before any export work
     fp32 = export_onnx(subject, export, log=record, keep_misses=keep_misses)
     stem = f"{subject.name}.{options.label}"

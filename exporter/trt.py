@@ -398,7 +398,8 @@ def trt_from_model(model: str | Subject, options: TrtOptions = TrtOptions(), exp
     calib = None
     if options.int8_mode == "implicit":  # loaded before any export: a bad --calib fails first
         quantization = options.quantize_options()
-        calib = load_calibration(quantization.calib, subject.spec, quantization.calib_limit, seed=export.seed)
+        calib = load_calibration(quantization.calib, subject.spec, quantization.calib_limit, seed=export.seed,
+                                 augment=quantization.calib_augment)
     if options.int8_mode == "explicit" and options.precision != "fp32":
         source = quantize_model(subject, options.quantize_options(), export=export, log=log)
     else:

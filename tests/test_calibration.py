@@ -14,7 +14,7 @@ from PIL import Image
 
 from bbruntime.errors import CalibrationDataError
 from calibration import CALIBRATION_PHOTOS, EVALUATION_PHOTOS
-from calibration.data import CalibrationSet, load_calibration
+from calibration.data import CalibrationSet, crops_per_image, load_calibration
 from exporter.calib_cache import (
     Feed,
     amax_from_ranges,
@@ -49,16 +49,37 @@ def test_folder_is_recursive_ordered_and_skips_corrupt_files(tmp_path):
     _write_images(tmp_path / "sub", 2)
     (tmp_path / "sub" / "broken.jpg").write_bytes(b"not a jpeg")
     (tmp_path / "notes.txt").write_text("ignored: not an image suffix")
-    data = load_calibration(tmp_path, SPEC)
+    data = load_calibration(tmp_path, SPEC, augment=False)
     assert data.batch.shape == (4, 3, 32, 32) and data.batch.dtype == np.float32
-    assert data.skipped == ("sub/broken.jpg",)
-    assert load_calibration(tmp_path, SPEC).sha256 == data.sha256  # deterministic order and preprocessing
+    assert data.skipped == ("sub/broken.jpg",) and data.augmented == 0
+    assert load_calibration(tmp_path, SPEC, augment=False).sha256 == data.sha256  # deterministic order and preprocessing
 
 
 def test_limit_takes_a_seeded_subset(tmp_path):
     _write_images(tmp_path, 4)
-    first, again = load_calibration(tmp_path, SPEC, limit=2, seed=1), load_calibration(tmp_path, SPEC, limit=2, seed=1)
-    assert len(first.batch) == 2 and first.sha256 == again.sha256
+    first = load_calibration(tmp_path, SPEC, limit=2, seed=1, augment=False)
+    assert len(first.batch) == 2 and first.sha256 == load_calibration(tmp_path, SPEC, limit=2, seed=1, augment=False).sha256
+    augmented = load_calibration(tmp_path, SPEC, limit=2, seed=1)  # the limit counts images, before their crops
+    np.testing.assert_array_equal(augmented.batch[:2], first.batch)
+
+
+def test_a_folder_of_few_photos_gets_seeded_crops_of_each(tmp_path):
+    """Few calibration photos (issue 19): each also gives random crops and mirrors, up to about 64
+    samples, after the images themselves; seeded, named in the manifest; a large folder, a digits
+    spec and ``augment=False`` are calibrated on the images as they are."""
+    rng = np.random.default_rng(0)
+    for i in range(11):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(tmp_path / f"photo{i:02d}.png")
+    data = load_calibration(tmp_path, SPEC)
+    assert crops_per_image(11) == 5 and data.augmented == 55 and data.batch.shape == (66, 3, 32, 32)
+    plain = load_calibration(tmp_path, SPEC, augment=False)
+    np.testing.assert_array_equal(data.batch[:11], plain.batch)
+    assert not any(np.array_equal(crop, image) for crop in data.batch[11:] for image in plain.batch)
+    assert data.describe()["augmented_crops"] == 55 and load_calibration(tmp_path, SPEC).sha256 == data.sha256
+    assert load_calibration(tmp_path, SPEC, seed=1).sha256 != data.sha256
+    assert [crops_per_image(n) for n in (1, 32, 63, 64, 1000)] == [6, 1, 1, 0, 0]
+    digits = load_calibration(tmp_path, replace(SPEC, samples="digits", input_size=(1, 32, 32), mean=(0.5,), std=(0.5,)))
+    assert digits.augmented == 0 and len(digits.batch) == 11
 
 
 def test_tensor_files(tmp_path):
@@ -254,7 +275,8 @@ def test_images_from_the_wild_are_converted_or_skipped(tmp_path: Path) -> None:
     assert read_image(tmp_path / "exif_rotated.jpg").shape[:2] == (60, 40)  # upright, as a viewer shows it
     sixteen = read_image(tmp_path / "sixteen_bit.png")
     assert 100 < sixteen.mean() < 155  # scaled to 8 bits, not clipped to white
-    calib = load_calibration(tmp_path, get_spec("resnet18"))
+    calib = load_calibration(tmp_path, get_spec("resnet18"), augment=False)
     assert len(calib.batch) == 8 and sorted(calib.skipped) == ["bomb.png", "garbage.png", "truncated.jpg"]
-    digits = load_calibration(tmp_path, replace(get_spec("resnet18"), input_size=(1, 32, 32), mean=(0.5,), std=(0.5,)))
+    digits = load_calibration(tmp_path, replace(get_spec("resnet18"), input_size=(1, 32, 32), mean=(0.5,), std=(0.5,)),
+                              augment=False)
     assert digits.batch.shape == (8, 1, 32, 32)  # RGB files for a one-channel model: their luminance

@@ -243,6 +243,6 @@ def test_implicit_int8_calibrates_once(tmp_path: Path) -> None:
 def test_trt_takes_every_quantization_option() -> None:
     """``bbexport trt`` builds its FP16/INT8 ONNX with ``bbexport quantize``'s options, and the budget."""
     shown = run("trt", "--help").output
-    for option in ("--calib", "--calib-limit", "--method", "--exclude", "--auto-exclude", "--quantize-all",
+    for option in ("--calib", "--calib-limit", "--no-calib-augment", "--method", "--exclude", "--auto-exclude", "--quantize-all",
                    "--budget"):
         assert option in shown, option
