@@ -232,7 +232,8 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
              "10 held-out photos; INT8 is the cpu flavour with default options (entropy calibration on the "
              "disjoint calibration photos; 7-bit weights on an x86 CPU without VNNI, 8-bit with it: each section "
              "names its CPU, the sections without one were measured on an AMD EPYC without VNNI; the variant's own "
-             "`int8_keep_float` layers only; empirical bias correction, the default since issue 19, is in the rows "
+             "`int8_keep_float` and `int8_keep_float_cpu` layers only (the EfficientNet-Lites' rows were re-measured "
+             "when their stem joined the latter); empirical bias correction, the default since issue 19, is in the rows "
              "measured after it only: README, Drift; the re-baseline with the new defaults is still to run). The family reports also time every row; those runs shared the "
              "two cores with other jobs, so latencies are left to `make bench`, which measures side by side.",
              "",
