@@ -74,8 +74,8 @@ NOT_IN_THE_TABLE = [
     "calibration crops it searched on: one crop short), Lite2 cpu 81, which leaves the cpu flavour about as fast "
     "as FP32 instead of 1.5x. The search ranks layers by the cosine each costs alone (8 calibration crops) and "
     "bisects on top-1 over 64 (steps of 1/64): on these trained networks the top-1 loss is spread over every "
-    "block, so no short prefix of the ranking reaches 0.95. Since this session's probes drop the Q/DQ pairs no "
-    "quantized node is left to make or read (the cpu flavour's output pairs, the logits), the cpu flavour's "
+    "block, so no short prefix of the ranking reaches 0.95. Since the probes drop the Q/DQ pairs no "
+    "quantized node is left to make or read (f35344f: the cpu flavour's output pairs, the logits), the cpu flavour's "
     "ranking is that of the graphs it publishes (Lite2 cpu: 81 float layers, 102 before). What is left for this "
     "target: learned weight rounding (AdaRound), per-channel or per-block activation scales.",
     "Calibration augmentation (the image-folder rows): a scratch run with the same 11 photos as a `.npy` in "

@@ -5,8 +5,8 @@ Images go through :func:`calibration.images.preprocess`, the code the validator 
 model is calibrated on exactly the tensors it will see. A folder of few photos is augmented: each
 image also gives seeded random crops and mirrors (:func:`calibration.crops.augmented_crops`), up to
 ``AUGMENT_TO`` samples; measured on real EfficientNet-Lites (docs/int8-real-weights.md), 11 photos
-with their crops keep more of the FP32 top-1 than the 11 photos alone. The built-in set is the calibration split of
-the spec's samples (:func:`calibration.samples.sample_set`): ``CALIBRATION_PHOTOS`` and their mirror
+with their crops keep more of the FP32 top-1 than the 11 photos alone. The built-in set is the
+calibration split of the spec's samples (:func:`calibration.samples.sample_set`): ``CALIBRATION_PHOTOS`` and their mirror
 images, or the calibration digits; never the held-out ones.
 """
 
@@ -94,7 +94,8 @@ def _from_folder(folder: Path, spec: ModelSpec, limit: int | None, seed: int, au
             skipped.append(path.relative_to(folder).as_posix())
             continue
         tensors.append(preprocess(rgb, spec))
-        images += [(path.name, rgb)] if keep_images else []
+        if keep_images:
+            images.append((path.name, rgb))
     if not tensors:
         raise CalibrationDataError(f"none of the {len(files)} images under {folder} could be read "
                                    f"(first: {skipped[0]})")

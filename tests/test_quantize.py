@@ -234,7 +234,7 @@ def test_rerun_hits_the_calibration_cache_and_a_new_method_misses_it(export, int
 def test_a_spec_keeps_its_sensitive_layers_in_float_per_flavour(variant):
     """The cpu flavour keeps a Lite's stem in float with its first block (a float layer reads its
     producer's quantized output there); the trt flavour, which never quantizes a float layer's input,
-    keeps the block alone. Every pattern names nodes of the exported graph (checked where it is resolved)."""
+    keeps the block alone."""
     spec = get_spec(variant)
     trt, cpu = quantize.spec_exclusions(spec, "trt"), quantize.spec_exclusions(spec, "cpu")
     assert trt == spec.int8_keep_float and set(trt) < set(cpu) if spec.int8_keep_float_cpu else trt == cpu
