@@ -75,7 +75,7 @@ EXPORT_FIELDS = ("opset", "img_size", "batch", "dynamic_batch", "weights", "out"
 BRANCHES_OPTION = click.option(
     "--live-branches/--zero-branches", default=None,
     help="Random weights: revive the residual branches' zero-initialised norms before BN re-estimation, so "
-         "drift exercises every block (default: exporter.weights.LIVE_BRANCHES).")
+         "drift exercises every block, or keep them as initialised (default: exporter.weights.LIVE_BRANCHES).")
 
 
 def _export_option_list(with_out: bool = True) -> list:

@@ -71,7 +71,8 @@ class Subject:
     def identity(self) -> dict:
         """What decides the network and its weights, as artifact manifests record it for reuse."""
         weights = ({"kind": "checkpoint", "sha256": self.weights.sha256} if self.weights.kind == "checkpoint"
-                   else {"kind": "random", "seed": self.seed, "live_branches": self.weights.live_branches})
+                   else {"kind": "random", "seed": self.seed, "live_branches": self.weights.live_branches,
+                         "revived_norm_weight": self.weights.revived_norm_weight})
         return {"model": self.spec.to_dict(), "definition": self.source.definition, "weights": weights}
 
     def matches(self, img_size, weights: Path | None, seed: int, live_branches: bool = LIVE_BRANCHES) -> bool:

