@@ -34,7 +34,6 @@ from exporter.qdq import (
 )
 from exporter.quantize import QuantizeOptions, int8_runner, quantize_model
 from exporter.runners import TorchRunner
-from exporter.targets import host_target
 from exporter.validate import validation_inputs
 from model_defs import get_spec, spec_with_size
 from model_defs.efficientnet import installed_lite_checkpoint, lite_package
@@ -370,18 +369,15 @@ def test_name_scopes_are_the_deepest_that_fit_the_limit():
     assert quantize.name_scopes(names, 2) == {"": tuple(names)}
 
 
-# Seen on an AMD EPYC (AVX2, no VNNI), ONNX Runtime 1.32: the cpu flavour's re-quantization with nodes
-# excluded still gives them int8 weights, and the edited graph (float weights, 0.0009 as written) loses
-# 0.017 once ORT's extended optimizations fuse it; on a VNNI Xeon both agreed (0.000598). Open defect.
-AVX2_CPU_EDIT = pytest.mark.xfail(host_target() == "x86-avx2", strict=False,
-                                  reason="cpu flavour exclusions and fused edits differ on x86 without VNNI")
-
-
-@pytest.mark.parametrize("outcome_name", ["int8_trt", pytest.param("int8_cpu", marks=AVX2_CPU_EDIT)])
-def test_a_graph_edit_puts_layers_back_in_float(request, outcome_name, tmp_path):
+# The cpu flavour on live branches: as initialised, random ResNet's residual convolutions fold to identical
+# all-zero weights that onnxsim stores once, and an excluded one keeps the int8 weight it shares with a
+# quantized twin (0.042 edited against 0.0008 re-quantized).
+@pytest.mark.parametrize("flavour, method, live", [("trt", None, False), ("cpu", "max", True)])
+def test_a_graph_edit_puts_layers_back_in_float(export, flavour, method, live, tmp_path):
     """The sensitivity probe: the INT8 graph with layers edited back to float (ORT's folded Relus
     restored) loses what a re-quantization that excludes them loses; with none, it is unchanged."""
-    outcome = request.getfixturevalue(outcome_name)
+    outcome = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour=flavour, method=method),
+                             replace(export, live_branches=live, out=tmp_path / "artifacts"))
     options = outcome.manifest["options"]
     photos = validation_inputs(spec_with_size(get_spec("resnet18"), IMG_SIZE))["photos"]
     fp32 = onnx.load(str(outcome.fp32.onnx_path))
