@@ -218,7 +218,10 @@ def test_manifest_records_sources_calibration_and_the_reused_fp32(int8_trt, int8
     assert int8_cpu.fp32.log[0].detail.startswith("re-used")  # the second run re-used the FP32 export
 
 
-def test_rerun_hits_the_calibration_cache_and_a_new_method_misses_it(export, int8_trt):
+def test_rerun_hits_the_calibration_cache_and_a_new_method_misses_it(export, tmp_path):
+    # Its own folder: the module's is shared with tests that publish other resnet18 int8-trt graphs.
+    export = replace(export, out=tmp_path)
+    int8_trt = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt"), export)
     same = quantize_model("resnet18", QuantizeOptions(precision="int8", flavour="trt"), export)
     assert same.reused and same.manifest["onnx"]["sha256"] == int8_trt.manifest["onnx"]["sha256"]  # reused as it is
     # Other exclusions make another artifact from the same calibration: the ranges come from the cache.
