@@ -29,12 +29,12 @@ HEADER = ("| Model | Params | GMACs | Input | FP16 cosine | INT8-cpu cosine | FP
           "| Budget |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
-def run_family(family: str, reports: Path, artifacts: Path, min_iters: int) -> None:
+def run_family(family: str, reports: Path, artifacts: Path, min_iters: int, threads: int | None) -> None:
     """One family's report: FP32/FP16/INT8 on PyTorch and ONNX Runtime."""
     subprocess.run([sys.executable, "-m", "exporter.cli", "report", "--family", family,
                     "--precisions", "fp32,fp16,int8", "--backends", "torch,ort", "--min-time", "0",
-                    "--min-iters", str(min_iters), "--artifacts", str(artifacts), "--out", str(reports / family)],
-                   check=False)
+                    "--min-iters", str(min_iters), "--artifacts", str(artifacts), "--out", str(reports / family)]
+                   + (["--threads", str(threads)] if threads else []), check=False)
 
 
 def load_reports(reports: Path) -> list[dict]:
@@ -274,6 +274,7 @@ def main() -> int:
     parser.add_argument("--reports", type=Path, default=Path("reports/catalog"))
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--min-iters", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="intra-op threads of each report (default: the report's)")
     parser.add_argument("--auto-exclude", default="0.985,0.99,0.995", metavar="COS[,COS…]",
                         help="targets of the sensitivity search run on every INT8 miss, tried in turn until "
                              "the held-out photos meet the budget")
@@ -290,7 +291,7 @@ def main() -> int:
     pending = [] if args.compile_only else [
         f for f in families if not (args.resume and (args.reports / f / "report.json").is_file())]
     for family in pending:
-        run_family(family, args.reports, args.artifacts, args.min_iters)
+        run_family(family, args.reports, args.artifacts, args.min_iters, args.threads)
     searches = args.reports / "auto-exclude.json"
     excluded = json.loads(searches.read_text()) if searches.is_file() else {}
     if not args.compile_only:
