@@ -37,6 +37,12 @@ def run_family(family: str, reports: Path, artifacts: Path, min_iters: int, thre
                    + (["--threads", str(threads)] if threads else []), check=False)
 
 
+def family_done(folder: Path) -> bool:
+    """Whether a family's report is there and ran to its end (an interrupted one is redone)."""
+    path = folder / "report.json"
+    return path.is_file() and json.loads(path.read_text()).get("interrupted") is None
+
+
 def load_reports(reports: Path) -> list[dict]:
     """Every report.json under ``reports`` (one per family, or per part of one), oldest first."""
     found = [json.loads(path.read_text()) for path in sorted(reports.glob("*/report.json"))]
@@ -288,8 +294,7 @@ def main() -> int:
     unknown = sorted(set(families) - set(families_all))
     if unknown:
         parser.error(f"unknown families: {', '.join(unknown)}")
-    pending = [] if args.compile_only else [
-        f for f in families if not (args.resume and (args.reports / f / "report.json").is_file())]
+    pending = [] if args.compile_only else [f for f in families if not (args.resume and family_done(args.reports / f))]
     for family in pending:
         run_family(family, args.reports, args.artifacts, args.min_iters, args.threads)
     searches = args.reports / "auto-exclude.json"
