@@ -23,7 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model_defs import get_spec, list_models  # noqa: E402
+from model_defs.lenet import lenet5_checkpoint  # noqa: E402
 
+SHIPPED_WEIGHTS = {"lenet5": lenet5_checkpoint()}  # variants measured on the checkpoint the repository ships
 SHOWN_LAYERS = 12  # most sensitive first; the manifest of the searched model lists them all
 HEADER = ("| Model | Params | GMACs | Input | FP16 cosine | INT8-cpu cosine | FP32 size | FP16 size | INT8 size "
           "| Budget |\n|---|---|---|---|---|---|---|---|---|---|")
@@ -34,6 +36,8 @@ def run_family(family: str, reports: Path, artifacts: Path, min_iters: int, thre
     subprocess.run([sys.executable, "-m", "exporter.cli", "report", "--family", family,
                     "--precisions", "fp32,fp16,int8", "--backends", "torch,ort", "--min-time", "0",
                     "--min-iters", str(min_iters), "--artifacts", str(artifacts), "--out", str(reports / family)]
+                   + [f"--weights={model}={path}" for model, path in SHIPPED_WEIGHTS.items()
+                      if get_spec(model).family == family]
                    + (["--threads", str(threads)] if threads else []), check=False)
 
 
@@ -117,6 +121,44 @@ def misses_section(misses: list[str], results: dict[str, dict], kept: dict[str, 
     return "\n".join(lines) + "\n"
 
 
+CHANGES_TITLE = "INT8 rows that changed budget at their last measurement"
+
+
+def changed_rows(table: list[str], kept: str) -> dict[str, str | None]:
+    """model -> a change row, for each variant of ``table`` re-measured against its row in the previous
+    page's section ``kept``: a row where the INT8-cpu budget verdict changed (the CPU that measured the
+    old row named: INT8-cpu weights are 7-bit without VNNI, 8-bit with it), ``None`` where it did not."""
+    made_by = _made_by_line(kept)
+    before_on = made_by.split("; on ", 1)[1].split(";")[0].rstrip(".") if "; on " in made_by else "AMD EPYC"
+    changes = {}
+    for line in table:
+        model = line.split(" | ")[0].lstrip("| ").strip()
+        old = next((ln for ln in kept.splitlines() if ln.startswith(f"| {model} |")), "")
+        if not old or old == line or "not measured yet" in old + line or "FAILED" in old + line:
+            continue
+        old_cells, new_cells = _cells(old), _cells(line)
+        old_miss, new_miss = "int8" in old_cells[-1], "int8" in new_cells[-1]
+        verdict = "newly out of budget" if new_miss else "newly within budget"
+        changes[model] = (f"| {model} | {old_cells[5]} ({before_on}) | {new_cells[5]} | {verdict} |"
+                          if old_miss != new_miss else None)
+    return changes
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def changes_section(changes: dict[str, str | None]) -> str:
+    """The variants whose INT8-cpu row crossed the budget when it was last re-measured."""
+    if not any(changes.values()):
+        return ""
+    return "\n".join([f"## {CHANGES_TITLE}", "",
+                      "Each variant whose INT8-cpu row crossed the budget when its family was last re-measured "
+                      "(current defaults), against the row it replaced.", "",
+                      "| Model | INT8-cpu cosine before (measured on) | After | |", "|---|---|---|---|",
+                      *[changes[model] for model in sorted(changes) if changes[model]]]) + "\n"
+
+
 def variant_rows(models: list[str], rows: list[dict], failures: list[dict], kept: str = "") -> list[str]:
     """A table row per variant: its FP16 and INT8-cpu drift on ONNX Runtime, its row in the ``kept``
     section of the previous page when this folder has no report of it, or why there is none."""
@@ -174,18 +216,20 @@ def _cosine(row: dict | None) -> str:
     return f"{row['cosine']:.6f}" if row and row["cosine"] is not None else "—"
 
 
-def previous_sections(page: str) -> tuple[dict[str, str], dict[str, str]]:
-    """The family sections (``## family`` to the next heading) and the INT8-miss rows (by model) of a
-    page written before: what a compile keeps for families whose reports are not in this folder."""
-    sections, misses = {}, {}
+def previous_sections(page: str) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """The family sections (``## family`` to the next heading), the INT8-miss rows and the change rows
+    (by model) of a page written before: what a compile keeps for families whose reports are not in
+    this folder."""
+    sections, misses, changes = {}, {}, {}
     for block in page.split("\n## ")[1:]:
         title = block.split("\n", 1)[0].strip()
-        if title == MISSES_TITLE:
-            misses = {line.split(" | ")[0].lstrip("| ").strip(): line for line in block.splitlines()
-                      if line.startswith("| ") and not line.startswith(("| Model", "|---"))}
+        if title in (MISSES_TITLE, CHANGES_TITLE):
+            rows = {line.split(" | ")[0].lstrip("| ").strip(): line for line in block.splitlines()
+                    if line.startswith("| ") and not line.startswith(("| Model", "|---"))}
+            (misses if title == MISSES_TITLE else changes).update(rows)
         else:
             sections[title] = "## " + block.rstrip() + "\n"
-    return sections, misses
+    return sections, misses, changes
 
 
 def compile_page(reports: list[dict], families: list[str], excluded: dict[str, dict], previous: str = "") -> str:
@@ -193,8 +237,8 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
     latest = {(r["model"], r["precision"], r["flavour"], r["backend"], r["batch"]): r
               for report in reports for r in report["rows"]}
     failures = [f for report in reports for f in report["failures"]]
-    kept, kept_misses = previous_sections(previous)
-    sections = []
+    kept, kept_misses, kept_changes = previous_sections(previous)
+    sections, changes = [], dict(kept_changes)
     for family in families:
         models = list_models(family=family)
         rows = [r for r in latest.values() if r["family"] == family]
@@ -210,9 +254,12 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
         kept_elsewhere = family in kept and {r["model"] for r in rows} < set(list_models(family=family))
         if kept_elsewhere and "; on " not in _made_by_line(kept[family]):  # no CPU named: the AMD EPYC runs
             cpus.append("the earlier rows on an AMD EPYC without VNNI")
-        sections.append(f"## {family}\n\nMade by {', '.join(f'`{c}`' for c in made_by)}; weights: "
-                        f"{', '.join(weights)}" + (f"; on {', '.join(cpus)}" if cpus else "") + ".\n\n"
-                        f"{HEADER}\n" + "\n".join(variant_rows(models, rows, failures, kept.get(family, ""))) + "\n")
+        dates = sorted({report["created"][:10] for report in made_in})
+        made_by_line = (f"Made by {', '.join(f'`{c}`' for c in made_by)}; weights: {', '.join(weights)}"
+                        + (f"; on {', '.join(cpus)}" if cpus else "") + (f"; measured {', '.join(dates)}" if dates else ""))
+        table = variant_rows(models, rows, failures, kept.get(family, ""))
+        changes.update(changed_rows(table, kept.get(family, "")))
+        sections.append(f"## {family}\n\n{made_by_line}.\n\n{HEADER}\n" + "\n".join(table) + "\n")
     old_rows = kept_rows(kept, families, latest)
     measured = {r["model"] for r in latest.values() if r["backend"] == "ort"}
     measured |= {m for m, line in old_rows.items() if "not measured yet" not in line}
@@ -258,7 +305,8 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
     else:  # nothing measured here: the machine the kept sections were measured on
         intro += [line for line in previous.splitlines() if line.startswith(("- Machine:", "- Libraries:", "- Budget:"))]
         intro += [""] if previous else []
-    return "\n".join(intro) + "\n" + "\n".join(sections) + "\n" + misses_section(int8_missed, excluded, kept_misses)
+    return ("\n".join(intro) + "\n" + "\n".join(sections) + "\n" + misses_section(int8_missed, excluded, kept_misses)
+            + changes_section(changes))
 
 
 def kept_rows(kept: dict[str, str], families: list[str], latest: dict) -> dict[str, str]:
