@@ -286,8 +286,11 @@ def compile_page(reports: list[dict], families: list[str], excluded: dict[str, d
              "disjoint calibration photos; 7-bit weights on an x86 CPU without VNNI, 8-bit with it: each section "
              "names its CPU, the sections without one were measured on an AMD EPYC without VNNI; the variant's own "
              "`int8_keep_float` and `int8_keep_float_cpu` layers only (the EfficientNet-Lites' rows were re-measured "
-             "when their stem joined the latter); empirical bias correction, the default since issue 19, is in the rows "
-             "measured after it only: README, Drift; the re-baseline with the new defaults is still to run). The family reports also time every row; those runs shared the "
+             "when their stem joined the latter); empirical bias correction, the default since issue 19 (README, Drift), is "
+             "in the sections that say when they were measured (the re-baseline with the current defaults, run in parts: "
+             "`--resume` goes on with the families not measured yet) and in the EfficientNet-Lites' rows; the others were "
+             "measured before it. On random weights it costs a little: the section at the end lists the rows it took "
+             "across the budget. The family reports also time every row; those runs shared the "
              "two cores with other jobs, so latencies are left to `make bench`, which measures side by side.",
              "",
              "> Weights are random and BN-recalibrated unless a row says otherwise: every figure here is a "
