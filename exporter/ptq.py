@@ -199,24 +199,27 @@ def _write_bias(model: onnx.ModelProto, node: onnx.NodeProto, bias: np.ndarray) 
 
 class Int8Source:
     """The FP32 graph an INT8 graph is made from: its constant weights as initializers and, where
-    asked, its biases corrected (:func:`bias_corrected`).
+    asked, its weights rounded by learning (:func:`exporter.rounding.learned_rounding`) and its biases
+    corrected (:func:`bias_corrected`), in that order: the correction measures what the rounding left.
 
-    The correction is measured once, for the first set of float layers asked for (the fixed
-    exclusions). A layer's correction is its own rounding's shift, so it holds whatever else is kept
-    in float; a layer that is itself kept in float has no rounding, and gets its trained bias back.
-    The sensitivity search re-quantizes with many sets of float layers: none of them re-measures.
+    Both are measured once, for the first set of float layers asked for (the fixed exclusions). A
+    layer's rounding and correction are its own, so they hold whatever else is kept in float; a layer
+    that is itself kept in float has no rounding, and gets its trained weight and bias back. The
+    sensitivity search re-quantizes with many sets of float layers: none of them re-measures.
 
     ``qdq(src, dst, excluded)`` is the Q/DQ pass (:func:`exporter.qdq.qdq_from_onnx` with the
     flavour's settings); every graph this source quantizes goes through it."""
 
     def __init__(self, fp32_onnx: Path, qdq: Callable[[Path, Path, tuple[str, ...]], object], batch: np.ndarray,
-                 work: Path, bias_correction: bool):
+                 work: Path, bias_correction: bool, learned_rounding: bool = False):
         self.model = onnx.load(str(fp32_onnx))
         self.constants = weights_as_initializers(self.model)
         self.external = sidecar_of(fp32_onnx).exists()
-        self.qdq, self.batch, self.work, self.bias_correction = qdq, batch, work, bias_correction
+        self.qdq, self.batch, self.work = qdq, batch, work
+        self.bias_correction, self.learned_rounding = bias_correction, learned_rounding
         self.correction: BiasCorrection | None = None
-        self._corrected: tuple[onnx.ModelProto, tuple[str, ...]] | None = None  # and the float layers it was made for
+        self.rounding = None  # exporter.rounding.RoundingReport, once measured
+        self._prepared: tuple[onnx.ModelProto, tuple[str, ...]] | None = None  # and the float layers it was made for
         self._graphs: dict[tuple[str, ...], Path] = {}
 
     def graph_for(self, excluded: tuple[str, ...]) -> Path:
@@ -225,8 +228,8 @@ class Int8Source:
         if key in self._graphs:
             return self._graphs[key]
         path = self.work / f"source-{len(self._graphs)}.onnx"
-        save_onnx(self._corrected_for(excluded) if self.bias_correction else self.model, path,
-                  external_data=self.external)
+        prepared = self._prepared_for(excluded) if self.bias_correction or self.learned_rounding else self.model
+        save_onnx(prepared, path, external_data=self.external)
         self._graphs[key] = path
         return path
 
@@ -234,22 +237,38 @@ class Int8Source:
         """The Q/DQ graph with ``excluded`` in float, from the source prepared for them."""
         return self.qdq(self.graph_for(excluded), dst, excluded)
 
-    def _corrected_for(self, excluded: tuple[str, ...]) -> onnx.ModelProto:
-        if self._corrected is None:
-            model, self.correction = bias_corrected(self.model, lambda graph: self._quantized(graph, excluded),
-                                                    self.batch, self.work, external_data=self.external)
-            self._corrected = (model, tuple(excluded))
-        model, measured_with = self._corrected
+    def _prepared_for(self, excluded: tuple[str, ...]) -> onnx.ModelProto:
+        if self._prepared is None:
+            self._prepared = (self._prepare(excluded), tuple(excluded))
+        model, measured_with = self._prepared
         newly_float = set(excluded) - set(measured_with)
         if not newly_float:
             return model
         restored = onnx.ModelProto()
         restored.CopyFrom(model)
+        initializers = {i.name: i for i in restored.graph.initializer}
         for node in restored.graph.node:
             if node.name in newly_float and node.op_type in BIASED_OPS and _has_constant_weight(self.model, node):
                 original = next(n for n in self.model.graph.node if n.name == node.name)
                 _write_bias(restored, node, _bias_of(self.model, original))
+                trained = next(i for i in self.model.graph.initializer if i.name == original.input[1])
+                if node.input[1] != original.input[1]:  # a rounded copy of a shared weight: the shared one back
+                    node.input[1] = original.input[1]
+                elif node.input[1] in initializers:
+                    initializers[node.input[1]].CopyFrom(trained)
         return restored
+
+    def _prepare(self, excluded: tuple[str, ...]) -> onnx.ModelProto:
+        model = self.model
+        if self.learned_rounding:
+            from .rounding import learned_rounding
+
+            first = onnx.load(str(self._quantized(model, excluded)))
+            model, self.rounding = learned_rounding(model, first, self.batch, self.work, external_data=self.external)
+        if self.bias_correction:
+            model, self.correction = bias_corrected(model, lambda graph: self._quantized(graph, excluded),
+                                                    self.batch, self.work, external_data=self.external)
+        return model
 
     def _quantized(self, graph: onnx.ModelProto, excluded: tuple[str, ...]) -> Path:
         src, dst = self.work / "correcting.onnx", self.work / "correcting.int8.onnx"

@@ -79,6 +79,7 @@ class QuantizeOptions:
     auto_exclude: float | None = None  # target of the per-layer sensitivity search, on auto_exclude_metric
     auto_exclude_metric: str = "cosine"  # "cosine" | "top1" (agreement with FP32 on calibration samples)
     bias_correction: bool = True  # int8: empirical bias correction on the calibration data (exporter.ptq)
+    learned_rounding: bool = False  # int8: AdaRound on the calibration data (exporter.rounding)
     fallback: str = "fp16"  # int8 trt flavour: the precision of the layers kept out of INT8 ("fp16" | "fp32")
     # int8 cpu flavour: 7-bit weights, for x86 CPUs without VNNI; None = decide for this machine
     # (exporter.targets).
@@ -205,7 +206,7 @@ def _int8_graph(fp32_onnx: Path, staged: Path, options: QuantizeOptions, calib: 
     record(StageLog("calibrate", True, time.perf_counter() - t, f"{options.method}, {len(calib.batch)} samples"
                     f"{skipped}, " + ("cache hit" if cache.hit else "ranges cached")))
     source = Int8Source(fp32_onnx, functools.partial(_qdq, ranges=cache.path, options=options), calib.batch,
-                        tmp, options.bias_correction)
+                        tmp, options.bias_correction, options.learned_rounding)
     auto = None
     if options.auto_exclude is not None:
         t = time.perf_counter()
@@ -223,6 +224,7 @@ def _int8_graph(fp32_onnx: Path, staged: Path, options: QuantizeOptions, calib: 
     record(StageLog("qdq", True, time.perf_counter() - t,
                     f"{options.flavour}: {len(qdq.quantized_nodes) if options.flavour == 'trt' else 'all'} "
                     f"quantizable nodes, {len(excluded)} kept in {'float16' if fallback else 'float'}"
+                    + (f", {source.rounding.layers} weights rounded by learning" if source.rounding else "")
                     + (f", {correction.layers} biases corrected" if correction else "")))
     stem = staged.name.split(".")[0]
     trt_cache = (write_trt_calibration_cache(amax_from_ranges(cache.path), tmp / f"{stem}.int8.calib")
@@ -234,6 +236,7 @@ def _int8_graph(fp32_onnx: Path, staged: Path, options: QuantizeOptions, calib: 
                "float_fallback": _fallback_manifest(options, excluded, islands),
                "constants_to_initializers": list(source.constants),
                "bias_correction": correction.to_dict() if correction else None,
+               "learned_rounding": source.rounding.to_dict() if source.rounding else None,
                "auto_exclude": auto}
     return _Converted(details, _calibration_manifest(calib, cache, options, trt_cache), excluded, cache.hit, trt_cache)
 
@@ -271,8 +274,9 @@ def check_quantize_options(options: QuantizeOptions) -> None:
         raise BBExportError(f"unknown INT8 flavour {options.flavour!r} (expected {', '.join(FLAVOURS)})")
     if options.precision == "int8" and options.method not in (None, *METHODS):
         raise BBExportError(f"unknown calibration method {options.method!r} (expected {', '.join(METHODS)})")
-    if options.precision == "fp16" and (options.auto_exclude is not None or options.calib is not None):
-        raise BBExportError("--auto-exclude and --calib apply to INT8 only (FP16 needs no calibration)")
+    if options.precision == "fp16" and (options.auto_exclude is not None or options.calib is not None
+                                        or options.learned_rounding):
+        raise BBExportError("--auto-exclude, --calib and --adaround apply to INT8 only (FP16 needs no calibration)")
     if options.fallback not in FALLBACKS:
         raise BBExportError(f"unknown fallback precision {options.fallback!r} (expected {', '.join(FALLBACKS)})")
     if options.auto_exclude_metric not in SEARCH_METRICS:

@@ -475,3 +475,47 @@ def test_a_published_sidecar_is_readable_like_its_graph(int8_cpu, tmp_path):
     final = publish(staged, tmp_path / "published" / staged.name)  # the graph names its sidecar: same name
     assert final.stat().st_mode & 0o777 == sidecar_of(final).stat().st_mode & 0o777 == 0o644
     assert OrtRunner(final).infer(np.zeros((1, 3, IMG_SIZE, IMG_SIZE), np.float32)).shape == (1, 1000)
+
+
+def test_learned_rounding_is_what_the_int8_graph_ships(tmp_path):
+    """`--adaround` on the shipped LeNet-5 (trained weights, calibration digits), cpu flavour (7-bit
+    weights on x86 without VNNI, 8-bit with it; both flavours' grids: tests/test_rounding.py): the manifest records
+    the layers rounded by learning and their median output error below nearest rounding's; the
+    published graph's weights are the learned ones (some rounded away from nearest, every one on the
+    grid of the Q/DQ pass), and the held-out digits still meet the budget."""
+    from exporter.rounding import weight_grids
+    from model_defs.lenet import lenet5_checkpoint
+
+    outcome = quantize_model("lenet5", QuantizeOptions(precision="int8", flavour="cpu", learned_rounding=True),
+                             ExportOptions(weights=lenet5_checkpoint(), out=tmp_path))
+    assert outcome.validation.passed, outcome.validation.failures
+    rounding = outcome.manifest["details"]["learned_rounding"]
+    errors = rounding["median_relative_error"]
+    assert rounding["layers"] >= 2 and errors["learned"] < errors["nearest"], rounding
+    published = onnx.load(str(outcome.onnx_path))
+    trained = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(outcome.fp32.onnx_path)).graph.initializer}
+    fp32_weights = {n.name: trained[n.input[1]] for n in onnx.load(str(outcome.fp32.onnx_path)).graph.node
+                    if n.op_type == "Conv"}
+    moved = 0
+    for name, grid in weight_grids(published).items():
+        if name not in fp32_weights:
+            continue
+        exact = fp32_weights[name].astype(np.float64) / grid.scales.reshape(-1, 1, 1, 1)
+        node = next(n for n in published.graph.node if n.name == name)
+        shipped = _shipped_integers(published, node)
+        assert np.all((shipped == np.floor(exact)) | (shipped == np.ceil(exact)))
+        moved += int((shipped != np.round(exact)).sum())
+    assert moved > 0
+
+
+def _shipped_integers(model: onnx.ModelProto, node: onnx.NodeProto) -> np.ndarray:
+    """A quantized layer's integer weights as the graph runs them: stored (cpu flavour), or its float
+    weight through its QuantizeLinear (trt flavour)."""
+    producers = {out: n for n in model.graph.node for out in n.output}
+    initializers = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    dq = producers[node.input[1]]
+    q = producers.get(dq.input[0])
+    if q is None:
+        return initializers[dq.input[0]].astype(np.float64)
+    scales = initializers[q.input[1]].astype(np.float64).reshape(-1, 1, 1, 1)
+    return np.clip(np.round(initializers[q.input[0]] / scales), -127, 127)
