@@ -125,23 +125,30 @@ def _carried(model: onnx.ModelProto, node: onnx.NodeProto, input_shift: np.ndarr
     return (kernel_sums * per_group[group_of]).sum(axis=1)
 
 
-def channel_statistics(model: onnx.ModelProto, tensors: list[str], batch: np.ndarray, path: Path,
-                       fake_quant: bool, external_data: bool = False) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Per tensor: the mean of each channel (axis 1) over samples and positions, and the tensor's
-    standard deviation, accumulated over ``batch`` in runs of ``MEASURE_BATCH``. ``fake_quant`` runs
-    Q/DQ pairs as written, the arithmetic every flavour's weights are rounded for."""
+def probe_session(model: onnx.ModelProto, tensors: list[str], path: Path, fake_quant: bool = False,
+                  external_data: bool = False):
+    """An ONNX Runtime session (CPU) of ``model`` saved to ``path`` with ``tensors`` added to its outputs.
+    ``fake_quant`` runs Q/DQ pairs as written, the arithmetic every flavour's weights are rounded for."""
     import onnxruntime as ort
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     present = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.ValueInfoProto(name=t) for t in tensors if t not in present)
+    probe.graph.output.extend(onnx.ValueInfoProto(name=t) for t in dict.fromkeys(tensors) if t not in present)
     save_onnx(probe, path, external_data=external_data)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if fake_quant:
         options.add_session_config_entry("session.disable_quant_qdq", "1")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def channel_statistics(model: onnx.ModelProto, tensors: list[str], batch: np.ndarray, path: Path,
+                       fake_quant: bool, external_data: bool = False) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Per tensor: the mean of each channel (axis 1) over samples and positions, and the tensor's
+    standard deviation, accumulated over ``batch`` in runs of ``MEASURE_BATCH``. ``fake_quant`` runs
+    Q/DQ pairs as written, the arithmetic every flavour's weights are rounded for."""
+    session = probe_session(model, tensors, path, fake_quant, external_data)
     feed_name = session.get_inputs()[0].name
     static = session.get_inputs()[0].shape[0]
     step = static if isinstance(static, int) else MEASURE_BATCH

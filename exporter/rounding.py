@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .onnx_export import save_onnx
+from .ptq import probe_session
 
 ROUNDING_SAMPLES = 16  # calibration samples the rounding is learned on (a seeded subset)
 ROUNDING_ITERATIONS = 300  # per layer (the paper: 10k; 300 already takes real Lite2 from 0.88 to 0.95)
@@ -197,16 +197,7 @@ def _supported(node: onnx.NodeProto) -> bool:
 def _tensors(model: onnx.ModelProto, names: list[str], batch: np.ndarray, path: Path, external_data: bool
              ) -> dict[str, np.ndarray]:
     """The values of ``names`` in ``model`` on ``batch``, one sample at a time (any static batch of 1)."""
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    present = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.ValueInfoProto(name=t) for t in dict.fromkeys(names) if t not in present)
-    save_onnx(probe, path, external_data=external_data)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = probe_session(model, names, path, external_data=external_data)
     feed = session.get_inputs()[0].name
     runs = [session.run(names, {feed: batch[i:i + 1].astype(np.float32)}) for i in range(len(batch))]
     return {name: np.concatenate([run[k] for run in runs]) for k, name in enumerate(names)}
