@@ -159,10 +159,11 @@ def channel_statistics(model: onnx.ModelProto, tensors: list[str], batch: np.nda
     for start in range(0, end, step):
         values = session.run(tensors, {feed_name: np.ascontiguousarray(batch[start:start + step], np.float32)})
         for name, value in zip(tensors, values, strict=True):
-            channels = np.moveaxis(value.astype(np.float64), 1, 0).reshape(value.shape[1], -1)
-            sums[name] = sums.get(name, 0.0) + channels.sum(axis=1)
-            squares[name] += float((channels ** 2).sum())
-            count[name] += channels.shape[1]
+            # float64 accumulation without a float64 copy of the tensor: these are the graph's largest
+            flat = value.reshape(-1)
+            sums[name] = sums.get(name, 0.0) + value.sum(axis=(0, *range(2, value.ndim)), dtype=np.float64)
+            squares[name] += float(np.einsum("i,i->", flat, flat, dtype=np.float64))
+            count[name] += value.size // value.shape[1]
     means = {name: sums[name] / count[name] for name in tensors}
     spread = {name: float(np.sqrt(max(squares[name] / (count[name] * len(means[name])) - (means[name] ** 2).mean(),
                                       0.0))) for name in tensors}
